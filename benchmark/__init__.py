@@ -1,0 +1,1 @@
+"""pirs.benchmark: not built yet (see the open issues)."""

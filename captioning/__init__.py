@@ -1,0 +1,1 @@
+"""pirs.captioning: not built yet (see the open issues)."""

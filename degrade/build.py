@@ -1,0 +1,471 @@
+"""``degrade build``: sources -> degraded HQ/LQ pairs -> webdataset shards, resumably.
+
+The shard is the unit of work. Shard ``s`` holds samples ``s*shard_size ..`` and is a
+pure function of its index, the usable sources, the recipe and the seed, so shards can
+be built in any order on any number of processes. A shard is written under a temporary
+name, renamed when complete, then marked done by ``stats/shard-NNNNNN.json`` (count,
+bytes, sha256, rejects, seconds, build fingerprint). A re-run skips exactly the shards
+whose marker matches the fingerprint and whose tar is intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections import OrderedDict
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from . import schema
+from .card import write_card
+from .ops import geometry
+from .pipeline import degrade
+from .recipe import Recipe, load_recipe
+from .shards import ShardWriter, file_digest
+from .sources import DEFAULT_MAX_PIXELS, BadInput, SourceInfo, check, decode, discover
+
+PIRS_VERSION = "0.1.0"
+STATS_DIR = "stats"
+
+
+@dataclass
+class BuildConfig:
+    """Arguments of one build; everything that changes the output goes into its fingerprint."""
+
+    pipeline: str
+    out: str
+    input: str | None = None
+    num_samples: int = 1000
+    seed: int = 0
+    crop_size: int = 512
+    scale: int | None = None
+    upsample_lq: bool | None = None
+    shard_size: int = 1000
+    workers: int = 1
+    pad: bool = False
+    flip_prob: float = 0.5
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    strict: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class BuildResult:
+    """What a build did."""
+
+    out: Path
+    samples: int
+    shards: int
+    shards_built: int
+    shards_skipped: int
+    inputs_seen: int
+    inputs_usable: int
+    inputs_rejected: int
+    sample_rejects: int
+    seconds: float
+    manifest: dict = field(repr=False, default_factory=dict)
+
+
+class BuildError(RuntimeError):
+    """A build that cannot start or finish; the message says why."""
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    """Lossless PNG of a uint8 RGB image (libpng through OpenCV, compression level 1)."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """uint8 RGB from PNG bytes."""
+    a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if a is None:
+        raise ValueError("not a decodable PNG")
+    return np.ascontiguousarray(a[..., ::-1])
+
+
+def sample_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of sample ``index``: seeded from (seed, index) only."""
+    return np.random.default_rng([int(seed), 0, int(index)])
+
+
+def source_index(seed: int, index: int, n: int, _cache: dict | None = None) -> int:
+    """Which usable source sample ``index`` uses: a seeded permutation per pass over the ``n`` sources."""
+    p = index // n
+    perm = None if _cache is None else _cache.get(p)
+    if perm is None:
+        perm = np.random.default_rng([int(seed), 1, p]).permutation(n)
+        if _cache is not None:
+            _cache.clear()
+            _cache[p] = perm
+    return int(perm[index % n])
+
+
+def key_width(num_samples: int) -> int:
+    """Digits of a sample key."""
+    return max(8, len(str(max(num_samples - 1, 0))))
+
+
+def shard_name(s: int) -> str:
+    """File name of shard ``s``."""
+    return f"shard-{s:06d}.tar"
+
+
+# ---------------------------------------------------------------- one sample
+
+
+def make_sample(cfg: BuildConfig, recipe: Recipe, src: SourceInfo, image: np.ndarray, index: int,
+                key: str) -> tuple[dict, dict]:
+    """Degrade one sample: returns ``(record, members)``. Pure in (image, recipe, seed, index)."""
+    rng = sample_rng(cfg.seed, index)
+    img, pads = (geometry.pad_to(image, cfg.crop_size) if cfg.pad else (image, [0, 0, 0, 0]))
+    box = geometry.sample_crop(rng, img.shape[0], img.shape[1], cfg.crop_size)
+    hq = geometry.crop(img, box)
+    flip = bool(cfg.flip_prob > 0 and rng.uniform() < cfg.flip_prob)
+    if flip:
+        hq = geometry.hflip(hq)
+    hq = np.ascontiguousarray(hq)
+    out = degrade(hq, recipe, rng, scale=cfg.scale, upsample=cfg.upsample_lq)
+    rec = schema.empty_record()
+    rec.update({
+        "key": key, "source_path": src.ref.path, "source_sha256": src.sha256,
+        "source_size": [int(image.shape[0]), int(image.shape[1])], "pad": [int(p) for p in pads],
+        "crop_box": [int(b) for b in box], "flip": flip,
+        "hq_size": [int(hq.shape[0]), int(hq.shape[1])], "lq_size": [int(out.lq.shape[0]), int(out.lq.shape[1])],
+        "scale": int(out.scale), "lq_upsampled": bool(out.upsampled),
+        "recipe": recipe.name, "recipe_version": recipe.version, "recipe_hash": recipe.hash, "branch": out.branch,
+        "seed": int(cfg.seed), "index": int(index),
+        "ops": json.dumps(out.ops, sort_keys=True, separators=(",", ":")),
+        "restoration_prompt": out.prompt, "degradations": list(out.labels),
+    })
+    schema.validate(rec, key)
+    members = {"hq.png": encode_png(hq), "lq.png": encode_png(out.lq),
+               "json": json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()}
+    return rec, members
+
+
+# ---------------------------------------------------------------- one shard
+
+_STATE: dict = {}
+
+
+def _init_worker(cfg: BuildConfig, sources: list[SourceInfo], counter) -> None:
+    cv2.setNumThreads(1)
+    _STATE.update(cfg=cfg, recipe=load_recipe(cfg.pipeline), sources=sources, counter=counter,
+                  cache=_ImageCache(), perm={})
+
+
+class _ImageCache:
+    """Decoded sources, least recently used first out, bounded by total bytes."""
+
+    def __init__(self, max_bytes: int = 512 * 1024 * 1024):
+        self.max_bytes, self.items, self.size = max_bytes, OrderedDict(), 0
+
+    def get(self, src: SourceInfo, max_pixels: int) -> np.ndarray:
+        key = src.sha256 + src.ref.path
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        data = src.ref.read()
+        if hashlib.sha256(data).hexdigest() != src.sha256:
+            raise BadInput("source changed since the build scanned it (sha256 differs)")
+        img = decode(data, max_pixels)
+        self.items[key] = img
+        self.size += img.nbytes
+        while self.size > self.max_bytes and len(self.items) > 1:
+            _, old = self.items.popitem(last=False)
+            self.size -= old.nbytes
+        return img
+
+
+def build_shard(s: int) -> dict:
+    """Build shard ``s`` in this process (state from :func:`_init_worker`); returns its stats."""
+    cfg: BuildConfig = _STATE["cfg"]
+    recipe: Recipe = _STATE["recipe"]
+    sources: list[SourceInfo] = _STATE["sources"]
+    out = Path(cfg.out)
+    t0 = time.perf_counter()
+    lo, hi = s * cfg.shard_size, min((s + 1) * cfg.shard_size, cfg.num_samples)
+    width = key_width(cfg.num_samples)
+    rejects, count = [], 0
+    with ShardWriter(out / shard_name(s)) as w:
+        for i in range(lo, hi):
+            src = sources[source_index(cfg.seed, i, len(sources), _STATE["perm"])]
+            key = f"{i:0{width}d}"
+            try:
+                image = _STATE["cache"].get(src, cfg.max_pixels)
+                _, members = make_sample(cfg, recipe, src, image, i, key)
+            except (BadInput, OSError, ValueError, cv2.error) as e:
+                rejects.append({"key": key, "path": src.ref.path, "stage": "build", "reason": _one_line(e)})
+            else:
+                w.write(key, members)
+                count += 1
+            if _STATE["counter"] is not None:
+                with _STATE["counter"].get_lock():
+                    _STATE["counter"].value += 1
+    nbytes, sha = file_digest(out / shard_name(s))
+    stats = {"shard": shard_name(s), "index": s, "samples": count, "bytes": nbytes, "sha256": sha,
+             "first": lo, "last": hi - 1, "rejects": rejects, "rejects_by_reason": _by_reason(rejects),
+             "seconds": round(time.perf_counter() - t0, 3), "fingerprint": _STATE["fingerprint"],
+             "recipe_hash": recipe.hash}
+    _atomic_json(out / STATS_DIR / f"{shard_name(s)[:-4]}.json", stats)
+    return stats
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _by_reason(rejects: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rejects:
+        reason = r["reason"].split(" (")[0]
+        out[reason] = out.get(reason, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _atomic_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- scanning inputs
+
+
+def _check_one(args) -> tuple[int, SourceInfo | None, str | None]:
+    i, ref, crop, pad, max_pixels = args
+    try:
+        return i, check(ref, crop, pad, max_pixels), None
+    except BadInput as e:
+        return i, None, _one_line(e)
+    except Exception as e:  # a decoder crash on one file must not stop the build
+        return i, None, f"could not decode ({type(e).__name__}: {_one_line(e)})"
+
+
+def scan_inputs(cfg: BuildConfig) -> tuple[list[SourceInfo], list[dict], int]:
+    """Decode every candidate once: returns usable sources (in path order), rejects, and inputs seen."""
+    refs, rejects = discover(cfg.input)
+    seen = len(refs) + len(rejects)
+    args = [(i, r, cfg.crop_size, cfg.pad, cfg.max_pixels) for i, r in enumerate(refs)]
+    results: list = [None] * len(refs)
+    bar = _bar(len(refs), "scan inputs", "img", cfg.progress)
+    if cfg.workers > 1 and len(refs) > 1:
+        with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as ex:
+            for i, info, reason in ex.map(_check_one, args, chunksize=8):
+                results[i] = (info, reason)
+                bar.update(1)
+    else:
+        for a in args:
+            i, info, reason = _check_one(a)
+            results[i] = (info, reason)
+            bar.update(1)
+    bar.close()
+    usable = []
+    for ref, (info, reason) in zip(refs, results, strict=True):
+        if info is None:
+            rejects.append({"path": ref.path, "stage": "scan", "reason": reason})
+        else:
+            usable.append(info)
+    for r in rejects:
+        r.setdefault("stage", "scan")
+    rejects.sort(key=lambda r: r["path"])
+    return usable, rejects, seen
+
+
+def _bar(total: int, desc: str, unit: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True, file=sys.stderr)
+
+
+# ---------------------------------------------------------------- the build
+
+
+def fingerprint(cfg: BuildConfig, recipe: Recipe, sources: list[SourceInfo]) -> str:
+    """sha256 over everything that decides the shards' bytes."""
+    spec = {
+        "pirs": PIRS_VERSION, "schema": schema.SCHEMA_VERSION, "recipe_hash": recipe.hash, "seed": cfg.seed,
+        "crop_size": cfg.crop_size, "scale": cfg.scale, "upsample_lq": cfg.upsample_lq, "pad": cfg.pad,
+        "flip_prob": cfg.flip_prob, "num_samples": cfg.num_samples, "shard_size": cfg.shard_size,
+        "max_pixels": cfg.max_pixels, "sources": [[s.ref.path, s.sha256] for s in sources],
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def validate_config(cfg: BuildConfig, recipe: Recipe) -> None:
+    """Check the arguments before any work starts."""
+    if cfg.num_samples < 1:
+        raise BuildError(f"--num-samples must be at least 1, got {cfg.num_samples}")
+    if cfg.shard_size < 1:
+        raise BuildError(f"--shard-size must be at least 1, got {cfg.shard_size}")
+    if cfg.workers < 1:
+        raise BuildError(f"--workers must be at least 1, got {cfg.workers}")
+    if cfg.crop_size < 8:
+        raise BuildError(f"--crop-size must be at least 8, got {cfg.crop_size}")
+    if not 0.0 <= cfg.flip_prob <= 1.0:
+        raise BuildError(f"--flip-prob must be in [0, 1], got {cfg.flip_prob}")
+    if cfg.scale is not None and cfg.scale < 1:
+        raise BuildError(f"--scale must be a positive integer, got {cfg.scale}")
+    scales = recipe.scales() | ({cfg.scale} if cfg.scale else set())
+    for sc in sorted(scales):
+        if cfg.crop_size % sc:
+            raise BuildError(f"--crop-size {cfg.crop_size} is not a multiple of the scale {sc} "
+                             f"(recipe {recipe.name}); the HQ crop must be a multiple of every scale")
+
+
+def _pending_shards(out: Path, n_shards: int, fp: str) -> list[int]:
+    todo = []
+    for s in range(n_shards):
+        marker = out / STATS_DIR / f"{shard_name(s)[:-4]}.json"
+        tar = out / shard_name(s)
+        try:
+            st = json.loads(marker.read_text())
+            if st.get("fingerprint") == fp and tar.is_file() and tar.stat().st_size == st.get("bytes"):
+                continue
+        except (OSError, json.JSONDecodeError):
+            pass
+        todo.append(s)
+    return todo
+
+
+def build(cfg: BuildConfig) -> BuildResult:
+    """Run (or resume) a build; returns what it did. Raises :class:`BuildError` if it cannot start."""
+    t0 = time.perf_counter()
+    recipe = load_recipe(cfg.pipeline)
+    validate_config(cfg, recipe)
+    out = Path(cfg.out)
+    sources, rejects, seen = scan_inputs(cfg)
+    if not sources:
+        raise BuildError(f"no usable input images among {seen} seen in {cfg.input or 'the bundled sample photos'}"
+                         + (f"; first reject: {rejects[0]['path']}: {rejects[0]['reason']}" if rejects else ""))
+    fp = fingerprint(cfg, recipe, sources)
+    out.mkdir(parents=True, exist_ok=True)
+    build_file = out / "build.json"
+    if build_file.exists():
+        try:
+            prev = json.loads(build_file.read_text()).get("fingerprint")
+        except (OSError, json.JSONDecodeError):
+            prev = None
+        if prev != fp and not cfg.overwrite:
+            raise BuildError(f"{out} holds a different build (other recipe, arguments or inputs); "
+                             "use a new --out folder, or --overwrite to replace it")
+        if prev != fp:
+            _clear(out)
+    elif any(out.glob("shard-*.tar")) and not cfg.overwrite:
+        raise BuildError(f"{out} already holds shards of an unknown build; use a new --out folder or --overwrite")
+    elif cfg.overwrite:
+        _clear(out)
+    for tmp in out.glob("*.tmp"):
+        tmp.unlink()
+    _atomic_json(build_file, {"fingerprint": fp, "args": _args(cfg), "pirs": PIRS_VERSION})
+
+    n_shards = math.ceil(cfg.num_samples / cfg.shard_size)
+    todo = _pending_shards(out, n_shards, fp)
+    done_samples = sum(min((s + 1) * cfg.shard_size, cfg.num_samples) - s * cfg.shard_size
+                       for s in range(n_shards) if s not in set(todo))
+    _run_shards(cfg, sources, fp, todo, done_samples)
+
+    manifest = write_outputs(cfg, recipe, out, fp, n_shards, sources, rejects, seen)
+    return BuildResult(out=out, samples=manifest["samples"], shards=n_shards, shards_built=len(todo),
+                       shards_skipped=n_shards - len(todo), inputs_seen=seen, inputs_usable=len(sources),
+                       inputs_rejected=len(rejects), sample_rejects=manifest["sample_rejects"],
+                       seconds=time.perf_counter() - t0, manifest=manifest)
+
+
+def _clear(out: Path) -> None:
+    for p in list(out.glob("shard-*.tar")) + list((out / STATS_DIR).glob("*.json")):
+        p.unlink()
+    for name in ("manifest.json", "rejects.jsonl", "README.md", "build.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _args(cfg: BuildConfig) -> dict:
+    d = asdict(cfg)
+    for k in ("progress", "overwrite"):
+        d.pop(k)
+    return d
+
+
+def _run_shards(cfg: BuildConfig, sources: list[SourceInfo], fp: str, todo: list[int], done: int) -> None:
+    bar = _bar(cfg.num_samples, f"degrade {cfg.pipeline}", "sample", cfg.progress)
+    bar.update(done)
+    if not todo:
+        bar.close()
+        return
+    if cfg.workers == 1:
+        threads = cv2.getNumThreads()
+        _init_worker(cfg, sources, None)
+        _STATE["fingerprint"] = fp
+        try:
+            for s in todo:
+                st = build_shard(s)
+                bar.update(st["last"] - st["first"] + 1)
+        finally:
+            cv2.setNumThreads(threads)
+        bar.close()
+        return
+    ctx = mp.get_context("spawn")
+    counter = ctx.Value("q", 0)
+    with ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=ctx, initializer=_init_pool,
+                             initargs=(cfg, sources, counter, fp)) as ex:
+        futures = {ex.submit(build_shard, s) for s in todo}
+        last = 0
+        while futures:
+            finished, futures = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+            for f in finished:
+                f.result()  # re-raise a worker's failure
+            now = counter.value
+            bar.update(now - last)
+            last = now
+    bar.close()
+
+
+def _init_pool(cfg: BuildConfig, sources: list[SourceInfo], counter, fp: str) -> None:
+    _init_worker(cfg, sources, counter)
+    _STATE["fingerprint"] = fp
+
+
+def write_outputs(cfg: BuildConfig, recipe: Recipe, out: Path, fp: str, n_shards: int,
+                  sources: list[SourceInfo], rejects: list[dict], seen: int) -> dict:
+    """Write manifest.json, rejects.jsonl and the dataset card from the shard markers."""
+    stats = [json.loads((out / STATS_DIR / f"{shard_name(s)[:-4]}.json").read_text()) for s in range(n_shards)]
+    sample_rejects = [r for st in stats for r in st["rejects"]]
+    import PIL
+
+    manifest = {
+        "pirs_version": PIRS_VERSION,
+        "schema_version": schema.SCHEMA_VERSION,
+        "fingerprint": fp,
+        "args": _args(cfg),
+        "recipe": {"name": recipe.name, "version": recipe.version, "hash": recipe.hash,
+                   "source": recipe.source, "resolved": recipe.resolved},
+        "inputs": {"seen": seen, "usable": len(sources), "rejected": len(rejects), "used": min(cfg.num_samples, len(sources)),
+                   "rejects_by_reason": _by_reason(rejects)},
+        "samples": sum(st["samples"] for st in stats),
+        "sample_rejects": len(sample_rejects),
+        "shards": [{"name": st["shard"], "samples": st["samples"], "bytes": st["bytes"], "sha256": st["sha256"]}
+                   for st in stats],
+        "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "opencv": cv2.__version__,
+                     "pillow": PIL.__version__},
+    }
+    _atomic_json(out / "manifest.json", manifest)
+    lines = [json.dumps(r, sort_keys=True) for r in rejects + sample_rejects]
+    tmp = out / "rejects.jsonl.tmp"
+    tmp.write_text("".join(line + "\n" for line in lines))
+    os.replace(tmp, out / "rejects.jsonl")
+    write_card(out, manifest, recipe)
+    return manifest

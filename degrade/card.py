@@ -1,0 +1,58 @@
+"""The dataset card written beside the shards: a README.md whose YAML header declares
+the features of every field, so ``datasets.load_dataset(folder)`` never infers them."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from . import schema
+
+
+def card_yaml(n_samples: int) -> dict:
+    """The YAML header: the data files and the declared features."""
+    return {
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "shard-*.tar"}]}],
+        "dataset_info": {"features": schema.features_yaml()},
+        "pretty_name": "pirs degradation shards",
+        "tags": ["image-restoration", "super-resolution", "pirs"],
+        "size_categories": [_size_category(n_samples)],
+    }
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "n>1M"
+
+
+def _type_name(t) -> str:
+    return f"list of {t[0]}" if isinstance(t, list) else t
+
+
+def write_card(out: Path, manifest: dict, recipe) -> Path:
+    """Write ``out/README.md`` from the manifest."""
+    template = (resources.files("pirs.degrade") / "card_template.md").read_text()
+    args = manifest["args"]
+    rows = "\n".join(f"| `{n}` | {_type_name(t)} | {d} |" for n, (t, d) in schema.FIELDS.items())
+    text = template.format(
+        yaml=yaml.safe_dump(card_yaml(manifest["samples"]), sort_keys=False).strip(),
+        title=f"pirs shards: {recipe.name}",
+        recipe=recipe.name, recipe_version=recipe.version, recipe_hash_short=recipe.hash[:12],
+        description=recipe.description or recipe.name, recipe_source=recipe.source or "pirs",
+        samples=manifest["samples"], n_shards=len(manifest["shards"]), crop_size=args["crop_size"],
+        scale=args["scale"] if args["scale"] else f"recipe default ({', '.join(map(str, sorted(recipe.scales())))})",
+        seed=args["seed"], seen=manifest["inputs"]["seen"], usable=manifest["inputs"]["usable"],
+        rejected=manifest["inputs"]["rejected"], sample_rejects=manifest["sample_rejects"],
+        fingerprint=manifest["fingerprint"], schema_version=manifest["schema_version"],
+        folder=out.as_posix(), field_rows=rows,
+    )
+    path = out / "README.md"
+    tmp = out / "README.md.tmp"
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path

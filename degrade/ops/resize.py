@@ -1,0 +1,138 @@
+"""Resize by a factor or to a target size: area, bilinear or bicubic.
+
+Semantics follow PyTorch's ``F.interpolate`` as Real-ESRGAN calls it: no
+anti-aliasing, half-pixel centres, bicubic with ``a = -0.75``, and ``area`` as
+adaptive average pooling (each output pixel averages input pixels
+``floor(i*n/m) .. ceil((i+1)*n/m)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+NAME = "resize"
+MODES = ("area", "bilinear", "bicubic")
+_CV2 = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+
+
+def _area_axis(img: np.ndarray, out: int, axis: int) -> np.ndarray:
+    n = img.shape[axis]
+    if out == n:
+        return img
+    i = np.arange(out)
+    start = (i * n) // out
+    end = -((-(i + 1) * n) // out)  # ceil((i + 1) * n / out)
+    cs = np.cumsum(img, axis=axis, dtype=np.float64)
+    cs = np.concatenate([np.zeros_like(np.take(cs, [0], axis=axis)), cs], axis=axis)
+    sums = np.take(cs, end, axis=axis) - np.take(cs, start, axis=axis)
+    shape = [1] * img.ndim
+    shape[axis] = out
+    return (sums / (end - start).reshape(shape)).astype(np.float32)
+
+
+def resize(img: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
+    """Resize an ``(H, W, C)`` float32 image to ``size = (h, w)`` with ``mode``."""
+    h, w = int(size[0]), int(size[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"resize target must be at least 1x1, got {h}x{w}")
+    if (h, w) == img.shape[:2]:
+        return img
+    if mode == "area":
+        return _area_axis(_area_axis(img, h, 0), w, 1)
+    if mode not in _CV2:
+        raise ValueError(f"unknown resize mode {mode!r}; expected one of {MODES}")
+    out = cv2.resize(img, (w, h), interpolation=_CV2[mode])
+    return out.reshape(h, w, -1) if out.ndim == 2 else out
+
+
+def apply(img: np.ndarray, params: dict) -> np.ndarray:
+    """Resize ``img`` to ``params['size']`` with ``params['mode']``."""
+    return resize(img, params["size"], params["mode"])
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Sampling ranges of one resize stage.
+
+    ``directions`` gives the chance to go up, down or keep the size; the factor is drawn
+    from ``[1, range[1]]`` up or ``[range[0], 1]`` down. ``relative_to: input`` scales
+    the current size (``floor(n * f)``, Real-ESRGAN's first order); ``target`` scales
+    the output size (``int(n / scale * f)``, its second order). ``target: true``
+    resizes exactly to the output size (the final resize).
+    """
+
+    directions: dict[str, float] = field(default_factory=lambda: {"down": 1.0})
+    range: list[float] = field(default_factory=lambda: [0.15, 1.5])
+    modes: list[str] = field(default_factory=lambda: list(MODES))
+    relative_to: str = "input"
+    target: bool = False
+
+    def validate(self) -> None:
+        from ..recipe_checks import check_probs, check_range
+
+        bad = set(self.directions) - {"up", "down", "keep"}
+        if bad:
+            raise ValueError(f"unknown resize directions {sorted(bad)}; expected up, down, keep")
+        check_probs("directions", self.directions)
+        check_range("range", self.range, low=1e-3)
+        if not self.modes or set(self.modes) - set(MODES):
+            raise ValueError(f"modes must be a non-empty subset of {MODES}, got {self.modes}")
+        if self.relative_to not in ("input", "target"):
+            raise ValueError(f"relative_to must be 'input' or 'target', got {self.relative_to!r}")
+
+
+def sample(rng: np.random.Generator, spec: Spec, ctx: dict) -> dict:
+    """Draw direction, factor and mode; the target size follows from ``ctx``."""
+    mode = spec.modes[int(rng.integers(len(spec.modes)))]
+    if spec.target:
+        (h, w), (th, tw) = ctx["size"], ctx["target"]
+        direction = "down" if th * tw < h * w else ("up" if th * tw > h * w else "keep")
+        return {"mode": mode, "direction": direction, "factor": th / h, "size": [int(th), int(tw)]}
+    dirs = list(spec.directions)
+    p = np.asarray(list(spec.directions.values()), dtype=np.float64)
+    direction = dirs[int(rng.choice(len(dirs), p=p / p.sum()))]
+    if direction == "up":
+        factor = float(rng.uniform(1.0, spec.range[1]))
+    elif direction == "down":
+        factor = float(rng.uniform(spec.range[0], 1.0))
+    else:
+        factor = 1.0
+    return {"mode": mode, "direction": direction, "factor": factor, "size": None}
+
+
+def resolve(params: dict, spec: Spec, ctx: dict) -> dict:
+    """Fill in the output size of a drawn resize from the current and target sizes.
+
+    ``direction`` then says what really happened to the size (Real-ESRGAN's second
+    order "keep" still moves the image to the output grid).
+    """
+    if params["size"] is None:
+        f = params["factor"]
+        if spec.relative_to == "input":
+            h, w = ctx["size"]
+            size = [math.floor(h * f), math.floor(w * f)]
+        else:
+            h, w = ctx["target"]
+            size = [int(h * f), int(w * f)]
+        params = {**params, "size": [max(1, size[0]), max(1, size[1])]}
+    (h, w), (nh, nw) = ctx["size"], params["size"]
+    direction = "down" if nh * nw < h * w else ("up" if nh * nw > h * w else "keep")
+    return {**params, "direction": direction}
+
+
+def label(params: dict) -> str | None:
+    """Degradation label: ``downsample`` or ``resize`` (none when the size is kept)."""
+    if params["direction"] == "keep":
+        return None
+    return "downsample" if params["direction"] == "down" else "resize"
+
+
+def prompt(params: dict, bare: bool) -> str | None:
+    """SPIRE restoration prompt for a downsampling: ``Upsample to 3.2x`` or ``Upsample``."""
+    if params["direction"] != "down":
+        return None
+    return "Upsample" if bare else f"Upsample to {1.0 / params['factor']:.1f}x"

@@ -1,0 +1,156 @@
+"""The one shard writer and the one safe shard reader.
+
+A shard is a webdataset tar: members ``{key}.{ext}`` grouped by key, split at the first
+dot. The writer is deterministic (sorted members, mtime 0, fixed owner and mode) and
+atomic (written under ``.tmp``, renamed when complete). The reader never extracts to
+disk and refuses links, paths with separators or ``..``, and members beyond a size limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from . import schema
+
+MAX_MEMBER_BYTES = 512 * 1024 * 1024
+
+
+class ShardError(ValueError):
+    """A shard that cannot be read safely; the message names the shard and member."""
+
+
+def check_key(key: str) -> str:
+    """Reject keys that would regroup or escape: empty, dots, slashes, control characters."""
+    if not key or "." in key or "/" in key or "\\" in key or any(ord(c) < 32 for c in key):
+        raise ValueError(f"invalid sample key {key!r}: keys are non-empty with no dots, slashes or control chars")
+    return key
+
+
+class ShardWriter:
+    """Write one shard atomically: ``with ShardWriter(path) as w: w.write(key, members)``."""
+
+    def __init__(self, path: str | os.PathLike):
+        import webdataset as wds
+
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self._f = open(self.tmp, "wb")
+        self._w = wds.TarWriter(self._f, user="pirs", group="pirs", mode=0o644, encoder=False, mtime=0,
+                                format=tarfile.USTAR_FORMAT)
+        self.count = 0
+
+    def write(self, key: str, members: dict[str, bytes]) -> None:
+        """Add one sample; ``members`` maps extension (``hq.png``) to bytes."""
+        check_key(key)
+        for ext in members:
+            if not ext or "/" in ext or ext.startswith("."):
+                raise ValueError(f"invalid member extension {ext!r} for key {key}")
+        self._w.write({"__key__": key, **members})
+        self.count += 1
+
+    def close(self) -> None:
+        """Finish the tar, flush it to disk and publish it under its final name."""
+        self._w.close()
+        if not self._f.closed:
+            self._f.close()
+        with open(self.tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        """Drop the partial shard."""
+        try:
+            self._w.close()
+        except Exception:
+            pass
+        if not self._f.closed:
+            self._f.close()
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def file_digest(path: str | os.PathLike) -> tuple[int, str]:
+    """``(bytes, sha256)`` of a file."""
+    h = hashlib.sha256()
+    n = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            n += len(block)
+    return n, h.hexdigest()
+
+
+def iter_samples(path: str | os.PathLike, max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[tuple[str, dict]]:
+    """Yield ``(key, {ext: bytes})`` for each sample of a shard, safely.
+
+    Raises :class:`ShardError` naming the shard and member for anything unsafe: links
+    or other non-regular members, names with separators, ``..`` or no extension, members
+    over ``max_member_bytes``, a member repeated within a sample, or a corrupt tar.
+    """
+    name = str(path)
+    key, group = None, {}
+    try:
+        with tarfile.open(path, "r|") as tf:
+            for m in tf:
+                if not m.isfile():
+                    raise ShardError(f"{name}: member {m.name!r} is not a regular file (links are refused)")
+                if "/" in m.name or "\\" in m.name or m.name.startswith(".") or ".." in m.name:
+                    raise ShardError(f"{name}: member {m.name!r} has a path separator or '..'")
+                if "." not in m.name:
+                    raise ShardError(f"{name}: member {m.name!r} has no extension")
+                if m.size > max_member_bytes:
+                    raise ShardError(f"{name}: member {m.name!r} is {m.size} bytes, over the {max_member_bytes} limit")
+                k, ext = m.name.split(".", 1)
+                f = tf.extractfile(m)
+                data = f.read() if f is not None else b""
+                if k != key:
+                    if key is not None:
+                        yield key, group
+                    key, group = k, {}
+                if ext in group:
+                    raise ShardError(f"{name}: member {m.name!r} appears twice in sample {k!r}")
+                group[ext] = data
+    except tarfile.TarError as e:
+        raise ShardError(f"{name}: not a readable tar ({e})") from None
+    if key is not None:
+        yield key, group
+
+
+def iter_records(path: str | os.PathLike, validate: bool = True) -> Iterator[tuple[str, dict, dict]]:
+    """Yield ``(key, record, members)`` for each sample of a pirs shard."""
+    for key, members in iter_samples(path):
+        if "json" not in members:
+            raise ShardError(f"{path}: sample {key!r} has no json member")
+        try:
+            rec = json.loads(members["json"])
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ShardError(f"{path}: sample {key!r}: json member is not valid JSON ({e})") from None
+        if validate:
+            try:
+                schema.validate(rec, f"{path}: sample {key!r}")
+            except schema.SchemaError as e:
+                raise ShardError(str(e)) from None
+        yield key, rec, members
+
+
+def shard_paths(folder: str | os.PathLike) -> list[Path]:
+    """The shards of a folder (or a single shard path), in name order."""
+    p = Path(folder)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise FileNotFoundError(f"{folder}: no such shard folder or file")
+    return sorted(p.glob("*.tar"))

@@ -1,0 +1,244 @@
+"""Input images: find them (folder, list file, webdataset shards, bundled samples) and decode them.
+
+Decoding is strict: anything that cannot be used raises :class:`BadInput` with a
+one-line reason (empty, not an image, truncated or corrupt, animated, too large).
+Usable images come back as uint8 RGB with EXIF orientation applied, 16-bit data
+rounded to 8 bits, greyscale and palette expanded, alpha composited on white and
+CMYK converted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+DEFAULT_MAX_PIXELS = 150_000_000
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm", ".jfif")
+SAMPLE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "ihc.png",
+                 "motorcycle_left.png", "retina.jpg")
+
+
+class BadInput(ValueError):
+    """An input that cannot be used; ``str(e)`` is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where one input's bytes live: a file, or a member of a tar (``member = (offset, size)``)."""
+
+    path: str  # as recorded: relative to the input root; "shard.tar#member" for tar members
+    location: str  # absolute file path
+    member: tuple[int, int] | None = None
+
+    def read(self) -> bytes:
+        """The input's bytes."""
+        with open(self.location, "rb") as f:
+            if self.member is None:
+                return f.read()
+            f.seek(self.member[0])
+            return f.read(self.member[1])
+
+
+def bundled_dir() -> Path:
+    """Folder of scikit-image's bundled sample photographs."""
+    import skimage.data
+
+    return Path(skimage.data.__file__).parent
+
+
+def discover(input_path: str | None) -> tuple[list[SourceRef], list[dict]]:
+    """Every candidate input under ``input_path`` (None: the bundled sample photos), sorted by path.
+
+    Returns the candidates and the inputs rejected while listing (unreadable list
+    entries, broken tar files), each ``{"path", "reason"}``.
+    """
+    if input_path is None:
+        root = bundled_dir()
+        return [SourceRef(name, str(root / name)) for name in SAMPLE_PHOTOS if (root / name).is_file()], []
+    p = Path(input_path)
+    if not p.exists():
+        raise FileNotFoundError(f"--input {input_path}: no such file or folder")
+    refs: list[SourceRef] = []
+    rejects: list[dict] = []
+    if p.is_dir():
+        for dirpath, dirnames, filenames in os.walk(p):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                full = Path(dirpath) / name
+                _add_file(full, full.relative_to(p).as_posix(), refs, rejects)
+    elif p.suffix.lower() in (".txt", ".lst"):
+        base = p.parent
+        for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            full = Path(line) if Path(line).is_absolute() else base / line
+            if not full.is_file():
+                rejects.append({"path": line, "reason": f"listed in {p.name} line {n} but no such file"})
+                continue
+            _add_file(full, line, refs, rejects)
+    else:
+        _add_file(p, p.name, refs, rejects)
+    refs.sort(key=lambda r: r.path)
+    return refs, rejects
+
+
+def _add_file(full: Path, rel: str, refs: list[SourceRef], rejects: list[dict]) -> None:
+    if full.suffix.lower() == ".tar":
+        try:
+            refs.extend(tar_sources(full, rel))
+        except (tarfile.TarError, OSError, ValueError) as e:
+            rejects.append({"path": rel, "reason": f"unreadable tar file: {e}"})
+    else:
+        refs.append(SourceRef(rel, str(full.resolve())))
+
+
+def tar_sources(path: Path, rel: str) -> list[SourceRef]:
+    """One image per sample key in a webdataset tar (``hq.*`` preferred), as member references."""
+    by_key: dict[str, list[tarfile.TarInfo]] = {}
+    with tarfile.open(path, "r:") as tf:
+        for m in tf:
+            if not m.isfile():
+                continue
+            name = m.name
+            if name.startswith("/") or ".." in name.split("/"):
+                raise ValueError(f"unsafe member name {name!r}")
+            base = name.rsplit("/", 1)[-1]
+            if "." not in base or os.path.splitext(base)[1].lower() not in IMAGE_EXTS:
+                continue
+            key = name[: len(name) - len(base)] + base.split(".", 1)[0]
+            by_key.setdefault(key, []).append(m)
+    out = []
+    for key in sorted(by_key):
+        members = sorted(by_key[key], key=lambda m: (not m.name.rsplit("/", 1)[-1].split(".", 1)[1].startswith("hq"),
+                                                      m.name))
+        m = members[0]
+        out.append(SourceRef(f"{rel}#{m.name}", str(path.resolve()), (m.offset_data, m.size)))
+    return out
+
+
+def _orient(a: np.ndarray, o: int) -> np.ndarray:
+    """Apply EXIF orientation ``o`` (1-8) to an ``(H, W, C)`` array."""
+    if o == 2:
+        return a[:, ::-1]
+    if o == 3:
+        return a[::-1, ::-1]
+    if o == 4:
+        return a[::-1]
+    if o == 5:
+        return a.transpose(1, 0, 2)
+    if o == 6:
+        return np.rot90(a, -1)
+    if o == 7:
+        return a[::-1, ::-1].transpose(1, 0, 2)
+    if o == 8:
+        return np.rot90(a, 1)
+    return a
+
+
+def _composite_white(rgba: np.ndarray, max_value: float) -> np.ndarray:
+    rgb = rgba[..., :3].astype(np.float64)
+    a = rgba[..., 3:4].astype(np.float64) / max_value
+    return rgb * a + max_value * (1.0 - a)
+
+
+def _to_u8(a: np.ndarray, max_value: float) -> np.ndarray:
+    return np.clip(np.rint(np.asarray(a, dtype=np.float64) * (255.0 / max_value)), 0, 255).astype(np.uint8)
+
+
+def _decode_16bit(data: bytes) -> np.ndarray:
+    a = cv2.imdecode(np.frombuffer(data, np.uint8),
+                     cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION)
+    if a is None:
+        raise BadInput("corrupt 16-bit image (OpenCV could not decode it)")
+    peak = 65535.0 if a.dtype == np.uint16 else 255.0
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.shape[2] == 1:
+        return _to_u8(np.repeat(a, 3, axis=2), peak)
+    if a.shape[2] == 4:
+        return _to_u8(_composite_white(a[..., [2, 1, 0, 3]], peak), peak)
+    return _to_u8(a[..., 2::-1], peak)
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode image bytes to uint8 RGB ``(H, W, 3)``; raise :class:`BadInput` with the reason."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise BadInput("empty file (0 bytes)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            im = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise BadInput("not an image (no known image format)") from None
+        except Image.DecompressionBombError as e:
+            raise BadInput(f"larger than the decompression-bomb limit ({e})") from None
+        except (OSError, SyntaxError, ValueError) as e:
+            raise BadInput(f"corrupt image header ({e})") from None
+        w, h = im.size
+        if w * h > max_pixels:
+            raise BadInput(f"{w}x{h} = {w * h} pixels is over the decompression-bomb limit of {max_pixels}")
+        if w < 1 or h < 1:
+            raise BadInput(f"image has no pixels ({w}x{h})")
+        frames = getattr(im, "n_frames", 1)
+        if frames > 1:
+            raise BadInput(f"animated or multi-frame image ({frames} frames); only still images are used")
+        try:
+            orientation = int(im.getexif().get(0x0112, 1) or 1)
+        except Exception:  # a broken EXIF block is not worth rejecting the pixels for
+            orientation = 1
+        deep = im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I") or any(
+            ";16" in str(getattr(t, "args", t[3] if len(t) > 3 else "")) for t in (im.tile or []))
+        try:
+            im.load()
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+            raise BadInput(f"truncated or corrupt image data ({e})") from None
+        if deep and im.mode not in ("I", "F"):
+            arr = _decode_16bit(data)
+        elif im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+            a = np.asarray(im).astype(np.float64)
+            arr = _to_u8(np.repeat(a[..., None], 3, axis=2), 65535.0 if a.max() > 255 else 255.0)
+        elif im.mode == "F":
+            a = np.nan_to_num(np.asarray(im).astype(np.float64))
+            arr = _to_u8(np.repeat(a[..., None], 3, axis=2), 1.0 if a.max() <= 1.0 else 255.0)
+        elif im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info):
+            arr = _to_u8(_composite_white(np.asarray(im.convert("RGBA")), 255.0), 255.0)
+        else:
+            arr = np.asarray(im.convert("RGB"))
+    arr = _orient(arr, orientation)
+    return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """A usable input: where it is, its sha256 and its decoded size."""
+
+    ref: SourceRef
+    sha256: str
+    height: int
+    width: int
+
+
+def check(ref: SourceRef, crop_size: int, pad: bool, max_pixels: int) -> SourceInfo:
+    """Read and fully decode one input; raise :class:`BadInput` if it cannot be used for this build."""
+    try:
+        data = ref.read()
+    except OSError as e:
+        raise BadInput(f"unreadable ({e.strerror or e})") from None
+    arr = decode(data, max_pixels)
+    h, w = arr.shape[:2]
+    if not pad and (h < crop_size or w < crop_size):
+        raise BadInput(f"{w}x{h} is smaller than the {crop_size}x{crop_size} crop (use --pad to pad it)")
+    return SourceInfo(ref, hashlib.sha256(data).hexdigest(), h, w)

@@ -1,0 +1,1 @@
+"""pirs.leaderboard: not built yet (see the open issues)."""

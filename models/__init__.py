@@ -1,0 +1,1 @@
+"""pirs.models: not built yet (see the open issues)."""
