@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny photos made on the fly, and a quick build helper."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+
+def synthetic_photo(h: int, w: int, seed: int) -> np.ndarray:
+    """A uint8 RGB image with edges, gradients and texture (so blur, noise and JPEG all show)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([
+        128 + 100 * np.sin(xx / (5 + seed % 7)) * np.cos(yy / 9.0),
+        255 * xx / max(w - 1, 1),
+        255 * ((xx // 8 + yy // 8) % 2),
+    ], axis=-1)
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_png(path: Path, img: np.ndarray) -> Path:
+    """Write an RGB uint8 image as PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), np.ascontiguousarray(img[..., ::-1]))
+    return path
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    """A folder of five small photos (PNG and JPEG, one in a subfolder)."""
+    root = tmp_path / "photos"
+    for i in range(4):
+        write_png(root / f"p{i}.png", synthetic_photo(72 + 8 * i, 96, i))
+    img = synthetic_photo(80, 80, 9)
+    (root / "sub").mkdir(parents=True)
+    cv2.imwrite(str(root / "sub" / "q.jpg"), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return root
+
+
+def quick_config(out: Path, input_dir: Path | None, **kw):
+    """A small, fast BuildConfig (crop 32, no progress bars)."""
+    from pirs.degrade.build import BuildConfig
+
+    args = {"pipeline": "realesrgan", "out": str(out), "input": str(input_dir) if input_dir else None,
+            "num_samples": 12, "crop_size": 32, "shard_size": 5, "progress": False}
+    args.update(kw)
+    return BuildConfig(**args)
