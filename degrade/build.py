@@ -453,8 +453,8 @@ def write_outputs(cfg: BuildConfig, recipe: Recipe, out: Path, fp: str, n_shards
         "args": _args(cfg),
         "recipe": {"name": recipe.name, "version": recipe.version, "hash": recipe.hash,
                    "source": recipe.source, "resolved": recipe.resolved},
-        "inputs": {"seen": seen, "usable": len(sources), "rejected": len(rejects), "used": min(cfg.num_samples, len(sources)),
-                   "rejects_by_reason": _by_reason(rejects)},
+        "inputs": {"seen": seen, "usable": len(sources), "rejected": len(rejects),
+                   "used": min(cfg.num_samples, len(sources)), "rejects_by_reason": _by_reason(rejects)},
         "samples": sum(st["samples"] for st in stats),
         "sample_rejects": len(sample_rejects),
         "shards": [{"name": st["shard"], "samples": st["samples"], "bytes": st["bytes"], "sha256": st["sha256"]}

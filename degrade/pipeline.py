@@ -89,7 +89,8 @@ class _Run:
         if st.prompt and recipe.prompt.mode == "ops":
             bare = recipe.prompt.bare_prob > 0 and bool(self.rng.uniform() < recipe.prompt.bare_prob)
             text = mod.prompt(params, bare)
-        rec = {"op": st.op, "id": st.id, "params": params, "prompt": text, "label": mod.label(params) if st.label else None}
+        label = mod.label(params) if st.label else None
+        rec = {"op": st.op, "id": st.id, "params": params, "prompt": text, "label": label}
         self.ops.append(rec)
         return mod.apply(img, params)
 

@@ -1,8 +1,9 @@
 """Unsharp-mask sharpening of the ground truth (Real-ESRGAN's ``USMSharp``).
 
 ``blur`` is a Gaussian of ``radius`` taps, rounded up to odd as BasicSR does (radius
-50 gives 51 taps; OpenCV's sigma rule when ``sigma`` is 0); the sharpened image ``img + weight*(img - blur)`` is blended in through a soft
-mask of the pixels whose residual exceeds ``threshold`` (0-255 scale).
+50 gives 51 taps; OpenCV's sigma rule when ``sigma`` is 0); the sharpened image
+``img + weight*(img - blur)`` is blended in through a soft mask of the pixels whose
+residual exceeds ``threshold`` (0-255 scale).
 """
 
 from __future__ import annotations
