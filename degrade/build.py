@@ -207,8 +207,10 @@ def build_shard(s: int) -> dict:
             try:
                 image = _STATE["cache"].get(src, cfg.max_pixels)
                 _, members = make_sample(cfg, recipe, src, image, i, key)
-            except (BadInput, OSError, ValueError, cv2.error) as e:
-                rejects.append({"key": key, "path": src.ref.path, "stage": "build", "reason": _one_line(e)})
+            except Exception as e:  # one bad sample is recorded and skipped, never fatal to the shard
+                reason = _one_line(e) if isinstance(e, BadInput | OSError | ValueError) else \
+                    f"{type(e).__name__}: {_one_line(e)}"
+                rejects.append({"key": key, "path": src.ref.path, "stage": "build", "reason": reason})
             else:
                 w.write(key, members)
                 count += 1

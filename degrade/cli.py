@@ -99,8 +99,11 @@ def cmd_recipes(a) -> int:
         print(f"  {r.description}")
         if r.source:
             print(f"  source: {r.source}")
-        print(f"  prompt: {r.prompt.mode}" + (f" '{r.prompt.text}'" if r.prompt.mode == "fixed" else ""))
-        if a.stages or a.name:
+        if len(r.scales()) > 1:
+            print("  prompt: per branch (each branch recipe writes its own)")
+        else:
+            print(f"  prompt: {r.prompt.mode}" + (f" '{r.prompt.text}'" if r.prompt.mode == "fixed" else ""))
+        if not a.brief:
             print("\n".join(describe(r)))
         print()
     return 0
@@ -166,9 +169,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=8, help="records to draw (default 8)")
     p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
     p = sub.add_parser("recipes", help="list the pipelines and their stages",
-                       description="List the shipped recipes; with a NAME, show its stages.")
+                       description="List the shipped recipes with their stages; with a NAME, only that one.")
     p.add_argument("name", nargs="?", help="one recipe name or YAML path")
-    p.add_argument("--stages", action="store_true", help="show every recipe's stages")
+    p.add_argument("--brief", action="store_true", help="names and descriptions only, without the stages")
     p = sub.add_parser("replay", help="rebuild one record's LQ from its stored parameters and compare",
                        description="Rebuild one record's LQ from its hq.png and stored ops; exit 0 if identical.")
     p.add_argument("shards", help="shard folder or .tar file")
@@ -185,7 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     a = make_parser().parse_args(argv)
     handler = {"build": cmd_build, "preview": cmd_preview, "recipes": cmd_recipes, "replay": cmd_replay,
                "show": cmd_show}[a.command]
-    return handler(a)
+    try:
+        return handler(a)
+    except BrokenPipeError:  # output piped into `head` and the like
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -61,8 +61,14 @@ class Spec:
 
 
 def _beta(rng: np.random.Generator, lo: float, hi: float) -> float:
-    # Real-ESRGAN draws beta below or above 1 with equal chance.
-    return float(rng.uniform(lo, 1.0) if rng.uniform() < 0.5 else rng.uniform(1.0, hi))
+    # Real-ESRGAN draws beta below or above 1 with equal chance. That split only makes
+    # sense for a range around 1: for one that excludes 1 it would draw from [lo, 1] or
+    # [1, hi], outside the range, so draw uniformly from the range instead (the coin is
+    # still drawn, so the generator advances the same way).
+    below = rng.uniform() < 0.5
+    if lo > 1.0 or hi < 1.0:
+        return float(rng.uniform(lo, hi))
+    return float(rng.uniform(lo, 1.0) if below else rng.uniform(1.0, hi))
 
 
 def sample(rng: np.random.Generator, spec: Spec, ctx: dict) -> dict:

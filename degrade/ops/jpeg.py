@@ -17,7 +17,7 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
 
 def compress(img: np.ndarray, quality: int) -> np.ndarray:
     """Encode an RGB float32 image as baseline JPEG (4:2:0) at ``quality`` and decode it."""
-    if not 1 <= int(quality) <= 100:
+    if int(quality) != quality or not 1 <= int(quality) <= 100:
         raise ValueError(f"JPEG quality must be an integer in 1..100, got {quality}")
     bgr = np.ascontiguousarray(to_uint8(img)[..., ::-1])
     ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])

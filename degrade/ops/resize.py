@@ -79,6 +79,11 @@ class Spec:
             raise ValueError(f"unknown resize directions {sorted(bad)}; expected up, down, keep")
         check_probs("directions", self.directions)
         check_range("range", self.range, low=1e-3)
+        # An "up" factor is drawn from [1, range[1]] and a "down" one from [range[0], 1].
+        if self.directions.get("up", 0) > 0 and self.range[1] < 1.0:
+            raise ValueError(f"range must reach 1 or above when directions has 'up', got {list(self.range)}")
+        if self.directions.get("down", 0) > 0 and self.range[0] > 1.0:
+            raise ValueError(f"range must reach 1 or below when directions has 'down', got {list(self.range)}")
         if not self.modes or set(self.modes) - set(MODES):
             raise ValueError(f"modes must be a non-empty subset of {MODES}, got {self.modes}")
         if self.relative_to not in ("input", "target"):
