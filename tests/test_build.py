@@ -130,7 +130,7 @@ def test_damaged_shard_is_rebuilt(tmp_path, photos):
 
 def _start_build(out: Path, photos: Path, n: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "pirs.degrade.cli", "build", "--pipeline", "realesrgan", "--input", str(photos),
-           "--out", str(out), "--num-samples", str(n), "--crop-size", "64", "--shard-size", "4", "--quiet"]
+           "--out", str(out), "--num-samples", str(n), "--crop-size", "64", "--shard-size", "3", "--quiet"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -138,7 +138,7 @@ def _start_build(out: Path, photos: Path, n: int) -> subprocess.Popen:
 def test_killed_build_resumes_to_identical_output(tmp_path, photos, sig):
     ref = tmp_path / "ref"
     out = tmp_path / "out"
-    n = 40
+    n = 60
     proc = _start_build(out, photos, n)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "stats").glob("*.json"))) < 2:
@@ -146,7 +146,7 @@ def test_killed_build_resumes_to_identical_output(tmp_path, photos, sig):
     os.kill(proc.pid, sig)
     proc.wait(timeout=60)
     done_before = {p.name for p in (out / "stats").glob("*.json")}
-    assert 2 <= len(done_before) < 10, "the build finished before it could be interrupted"
+    assert 2 <= len(done_before) < 20, "the build finished before it could be interrupted"
     # Whatever was interrupted left no complete-looking partial shard.
     for tar in out.glob("shard-*.tar"):
         assert (out / "stats" / (tar.stem + ".json")).exists()
@@ -159,7 +159,7 @@ def test_killed_build_resumes_to_identical_output(tmp_path, photos, sig):
     assert _start_build(ref, photos, n).wait(timeout=300) == 0
     assert _tar_bytes(out) == _tar_bytes(ref)
     m = json.loads((out / "manifest.json").read_text())
-    assert m["samples"] == n and len(m["shards"]) == 10
+    assert m["samples"] == n and len(m["shards"]) == 20
 
 
 def test_manifest_matches_shards(tmp_path, photos):
