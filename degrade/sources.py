@@ -62,7 +62,7 @@ def discover(input_path: str | None) -> tuple[list[SourceRef], list[dict]]:
     """
     if input_path is None:
         root = bundled_dir()
-        return [SourceRef(name, str(root / name)) for name in SAMPLE_PHOTOS if (root / name).is_file()], []
+        return [SourceRef(name, str(root / name)) for name in sorted(SAMPLE_PHOTOS) if (root / name).is_file()], []
     p = Path(input_path)
     if not p.exists():
         raise FileNotFoundError(f"--input {input_path}: no such file or folder")
@@ -96,18 +96,37 @@ def discover(input_path: str | None) -> tuple[list[SourceRef], list[dict]]:
 def _add_file(full: Path, rel: str, refs: list[SourceRef], rejects: list[dict]) -> None:
     if full.suffix.lower() == ".tar":
         try:
-            refs.extend(tar_sources(full, rel))
+            found, damage = tar_sources(full, rel)
         except (tarfile.TarError, OSError, ValueError) as e:
             rejects.append({"path": rel, "reason": f"unreadable tar file: {e}"})
+            return
+        refs.extend(found)
+        if damage:
+            rejects.append({"path": rel, "reason": damage})
+        elif not found:
+            rejects.append({"path": rel, "reason": "tar file has no image members (no .png, .jpg, ... files)"})
     else:
         refs.append(SourceRef(rel, str(full.resolve())))
 
 
-def tar_sources(path: Path, rel: str) -> list[SourceRef]:
-    """One image per sample key in a webdataset tar (``hq.*`` preferred), as member references."""
+def tar_sources(path: Path, rel: str) -> tuple[list[SourceRef], str | None]:
+    """One image per sample key in a webdataset tar (``hq.*`` preferred), as member references.
+
+    Returns the references and, if the tar is damaged after its readable part (a member
+    cut short by the end of the file, or an unreadable header), a one-line reason; the
+    members before the damage are still returned. A tar unreadable from the start raises.
+    """
     by_key: dict[str, list[tarfile.TarInfo]] = {}
+    file_size = path.stat().st_size
+    damage = None
+    n_members = 0
     with tarfile.open(path, "r:") as tf:
         for m in tf:
+            if m.offset_data + (m.size if m.isreg() else 0) > file_size:
+                damage = (f"truncated tar file: member {m.name!r} ends "
+                          f"{m.offset_data + m.size - file_size} bytes past the end of the file")
+                break
+            n_members += 1
             if not m.isfile():
                 continue
             name = m.name
@@ -118,13 +137,21 @@ def tar_sources(path: Path, rel: str) -> list[SourceRef]:
                 continue
             key = name[: len(name) - len(base)] + base.split(".", 1)[0]
             by_key.setdefault(key, []).append(m)
+        end = tf.offset  # where tarfile stopped: the end-of-archive block, or a header it could not read
+    if damage is None and end < file_size:
+        with open(path, "rb") as f:
+            f.seek(end)
+            block = f.read(tarfile.BLOCKSIZE)
+        if block.strip(b"\0"):
+            damage = (f"corrupt tar file: unreadable header at byte {end} after {n_members} members; "
+                      "the rest of the file was skipped")
     out = []
     for key in sorted(by_key):
         members = sorted(by_key[key], key=lambda m: (not m.name.rsplit("/", 1)[-1].split(".", 1)[1].startswith("hq"),
                                                       m.name))
         m = members[0]
         out.append(SourceRef(f"{rel}#{m.name}", str(path.resolve()), (m.offset_data, m.size)))
-    return out
+    return out, damage
 
 
 def _orient(a: np.ndarray, o: int) -> np.ndarray:
@@ -156,11 +183,12 @@ def _to_u8(a: np.ndarray, max_value: float) -> np.ndarray:
     return np.clip(np.rint(np.asarray(a, dtype=np.float64) * (255.0 / max_value)), 0, 255).astype(np.uint8)
 
 
-def _decode_16bit(data: bytes) -> np.ndarray:
+def _decode_16bit(data: bytes, h: int, w: int) -> np.ndarray | None:
+    """16-bit colour through OpenCV (Pillow keeps only 8 bits of it); None if OpenCV cannot."""
     a = cv2.imdecode(np.frombuffer(data, np.uint8),
                      cv2.IMREAD_UNCHANGED | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION)
-    if a is None:
-        raise BadInput("corrupt 16-bit image (OpenCV could not decode it)")
+    if a is None or a.shape[:2] != (h, w) or a.dtype not in (np.uint8, np.uint16):
+        return None
     peak = 65535.0 if a.dtype == np.uint16 else 255.0
     if a.ndim == 2:
         a = a[..., None]
@@ -171,6 +199,44 @@ def _decode_16bit(data: bytes) -> np.ndarray:
     return _to_u8(a[..., 2::-1], peak)
 
 
+# First bytes of the formats people feed in: a file that starts like one but that Pillow cannot
+# open is a corrupt image, not "not an image".
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF87a", "GIF"), (b"GIF89a", "GIF"),
+          (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"BM", "BMP"))
+
+
+def _sniff(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
+
+
+def _png_complete(data: bytes) -> bool:
+    """Whether PNG ``data`` holds its whole chunk sequence up to and including IEND."""
+    pos = 8
+    while pos + 12 <= len(data):
+        n = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        pos += 12 + n
+        if kind == b"IEND":
+            return pos <= len(data)
+    return False
+
+
+def _pil_rgb(im, deep: bool) -> np.ndarray:
+    """uint8 RGB from a loaded Pillow image: greyscale and palette expanded, alpha on white."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im).astype(np.float64)
+        peak = 65535.0 if deep or a.max() > 255 else 255.0  # 16-bit data is 16-bit even when dark
+        return _to_u8(np.repeat(a[..., None], 3, axis=2), peak)
+    if im.mode == "F":
+        a = np.nan_to_num(np.asarray(im).astype(np.float64))
+        return _to_u8(np.repeat(a[..., None], 3, axis=2), 1.0 if a.max() <= 1.0 else 255.0)
+    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode in ("P", "L", "RGB") and "transparency" in im.info):
+        return _to_u8(_composite_white(np.asarray(im.convert("RGBA")), 255.0), 255.0)
+    return np.asarray(im.convert("RGB"))
+
+
 def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode image bytes to uint8 RGB ``(H, W, 3)``; raise :class:`BadInput` with the reason."""
     from PIL import Image, UnidentifiedImageError
@@ -179,14 +245,24 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         raise BadInput("empty file (0 bytes)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # ``max_pixels`` is the limit: Pillow's own check (an error at twice MAX_IMAGE_PIXELS)
+        # must neither reject images the caller allows nor let much bigger ones through.
+        pillow_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_pixels
         try:
             im = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
+            kind = _sniff(data)
+            if kind:
+                raise BadInput(f"corrupt {kind} file (starts like one, but its header cannot be read)") from None
             raise BadInput("not an image (no known image format)") from None
-        except Image.DecompressionBombError as e:
-            raise BadInput(f"larger than the decompression-bomb limit ({e})") from None
-        except (OSError, SyntaxError, ValueError) as e:
-            raise BadInput(f"corrupt image header ({e})") from None
+        except Image.DecompressionBombError:
+            raise BadInput(f"larger than the decompression-bomb limit of {max_pixels} pixels") from None
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            reason = "truncated" if "truncat" in str(e).lower() else "corrupt"
+            raise BadInput(f"{reason} image header ({e})") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
         w, h = im.size
         if w * h > max_pixels:
             raise BadInput(f"{w}x{h} = {w * h} pixels is over the decompression-bomb limit of {max_pixels}")
@@ -195,28 +271,25 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         frames = getattr(im, "n_frames", 1)
         if frames > 1:
             raise BadInput(f"animated or multi-frame image ({frames} frames); only still images are used")
-        try:
-            orientation = int(im.getexif().get(0x0112, 1) or 1)
-        except Exception:  # a broken EXIF block is not worth rejecting the pixels for
-            orientation = 1
-        deep = im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I") or any(
+        # Read the tile list before loading (loading empties it): it tells 16-bit samples apart.
+        deep = im.mode.startswith("I;16") or any(
             ";16" in str(getattr(t, "args", t[3] if len(t) > 3 else "")) for t in (im.tile or []))
+        # Load before anything else touches the pixels: Image.getexif() loads a PNG itself, and a
+        # failed load there would leave an image that a second load() silently accepts.
         try:
             im.load()
         except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
             raise BadInput(f"truncated or corrupt image data ({e})") from None
-        if deep and im.mode not in ("I", "F"):
-            arr = _decode_16bit(data)
-        elif im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-            a = np.asarray(im).astype(np.float64)
-            arr = _to_u8(np.repeat(a[..., None], 3, axis=2), 65535.0 if a.max() > 255 else 255.0)
-        elif im.mode == "F":
-            a = np.nan_to_num(np.asarray(im).astype(np.float64))
-            arr = _to_u8(np.repeat(a[..., None], 3, axis=2), 1.0 if a.max() <= 1.0 else 255.0)
-        elif im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (im.mode == "P" and "transparency" in im.info):
-            arr = _to_u8(_composite_white(np.asarray(im.convert("RGBA")), 255.0), 255.0)
-        else:
-            arr = np.asarray(im.convert("RGB"))
+        if im.format == "PNG" and not _png_complete(data):
+            raise BadInput("truncated PNG (the file ends before its IEND chunk)")
+        try:
+            orientation = int(im.getexif().get(0x0112, 1) or 1)
+        except Exception:  # a broken EXIF block is not worth rejecting the pixels for
+            orientation = 1
+        # 16-bit colour: Pillow's RGB modes hold only the high byte, so round through OpenCV
+        arr = _decode_16bit(data, h, w) if deep and not im.mode.startswith("I") else None
+        if arr is None:
+            arr = _pil_rgb(im, deep)
     arr = _orient(arr, orientation)
     return np.ascontiguousarray(arr, dtype=np.uint8)
 

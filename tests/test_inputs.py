@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from conftest import quick_config, synthetic_photo, write_png
 from PIL import Image, ImageOps
-
 from pirs.degrade import sources
 from pirs.degrade.build import BuildError, build
 from pirs.degrade.sources import BadInput, SourceRef, check, decode, discover
@@ -154,6 +153,25 @@ def test_directory_is_walked_recursively_with_relative_sorted_paths(tmp_path):
         assert decode(r.read()).shape == (48, 64, 3)
 
 
+def test_files_are_recognised_by_content_not_extension(tmp_path):
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    (root / "UPPER.PNG").write_bytes(png_bytes(photo(40, 40, 1)))
+    (root / "sub" / "noext").write_bytes(jpeg_bytes(photo(40, 40, 2)))
+    (root / "fake.jpg").write_bytes(png_bytes(photo(40, 40, 3)))  # a PNG with a .jpg name
+    refs, rejects = discover(str(root))
+    assert rejects == [] and [r.path for r in refs] == ["UPPER.PNG", "fake.jpg", "sub/noext"]
+    for r in refs:
+        assert check(r, CROP, False, sources.DEFAULT_MAX_PIXELS).height == 40
+
+
+def test_cli_input_defaults_to_bundled_photos():
+    from pirs.degrade.cli import make_parser
+
+    a = make_parser().parse_args(["build", "--pipeline", "realesrgan", "--out", "o"])
+    assert a.input is None
+
+
 def test_single_image_file_as_input(tmp_path):
     p = write_png(tmp_path / "one.png", photo())
     refs, rejects = discover(str(p))
@@ -261,7 +279,10 @@ def test_unreadable_tar_is_a_reject_not_a_crash(tmp_path, kind):
     refs, rejects = discover(str(p))
     seen = len(refs) + len(rejects)
     assert seen >= 1
-    assert any(r["path"].startswith("bad.tar") for r in rejects)
+    assert [r["path"] for r in rejects] == ["bad.tar"]
+    assert "tar" in rejects[0]["reason"] and "\n" not in rejects[0]["reason"]
+    if kind == "truncated":
+        assert "truncated" in rejects[0]["reason"]
     # nothing in a broken tar may come back as usable
     usable = []
     for r in refs:
@@ -351,11 +372,13 @@ def test_corrupt_16bit_png_pixel_data_is_rejected():
     assert "corrupt" in reject_reason(bytes(data))
 
 
-def test_corrupt_header_is_rejected():
+def test_corrupt_header_is_rejected_as_corrupt_not_as_not_an_image():
     data = bytearray(png_bytes(photo()))
     data[16:24] = b"\xff" * 8  # IHDR width/height become absurd and the CRC no longer matches
     reason = reject_reason(bytes(data))
-    assert "corrupt" in reason or "decompression" in reason
+    assert "corrupt" in reason and "png" in reason
+    jpg = jpeg_bytes(photo())
+    assert "corrupt" in reject_reason(jpg[:3] + b"\x00" * 200)
 
 
 @pytest.mark.parametrize("make", [animated_gif, animated_png, multiframe_tiff], ids=["gif", "apng", "tiff"])
@@ -404,9 +427,9 @@ def test_smaller_after_exif_rotation_is_checked_on_the_rotated_size(tmp_path):
     with pytest.raises(BadInput, match="smaller"):
         check(SourceRef("rot.jpg", str(p)), CROP, False, sources.DEFAULT_MAX_PIXELS)
     p2 = tmp_path / "rot_ok.jpg"
-    p2.write_bytes(pil_bytes(Image.fromarray(photo(40, 24)), "JPEG", exif=exif.tobytes(), quality=95))
+    p2.write_bytes(pil_bytes(Image.fromarray(photo(40, 64)), "JPEG", exif=exif.tobytes(), quality=95))
     info = check(SourceRef("rot_ok.jpg", str(p2)), CROP, False, sources.DEFAULT_MAX_PIXELS)
-    assert (info.height, info.width) == (24, 40)
+    assert (info.height, info.width) == (64, 40)
 
 
 def test_decompression_bomb_limit():
@@ -420,6 +443,15 @@ def _png_header_only(w: int, h: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+
+
+def test_decompression_bomb_limit_between_one_and_two_times_max_pixels():
+    # Pillow itself only errors at twice its limit; the caller's max_pixels is exact
+    before = Image.MAX_IMAGE_PIXELS
+    data = png_bytes(photo(50, 60))
+    assert "decompression" in reject_reason(data, max_pixels=2000)
+    assert "decompression" in reject_reason(data, max_pixels=1000)
+    assert Image.MAX_IMAGE_PIXELS == before  # Pillow's global limit is restored
 
 
 def test_huge_declared_size_is_rejected_before_decoding():
@@ -477,6 +509,16 @@ def test_dark_16bit_grey_png_is_not_stretched():
     assert out.max() <= 1
 
 
+def test_dark_16bit_pgm_is_not_stretched():
+    v = np.full((32, 32), 300, np.uint16)
+    v[:, 16:] = 200  # every value < 256 in one half; the whole image is 16-bit data
+    ok, buf = cv2.imencode(".pgm", v)
+    assert ok
+    assert np.array_equal(decode(buf.tobytes()), np.repeat(to8(v)[..., None], 3, axis=2))
+    ok, buf = cv2.imencode(".pgm", np.full((32, 32), 200, np.uint16))
+    assert decode(buf.tobytes()).max() <= 1
+
+
 def test_16bit_rgba_png_composites_on_white():
     rgb = np.random.default_rng(4).integers(0, 65536, (20, 24, 3), dtype=np.uint16)
     alpha = np.zeros((20, 24, 1), np.uint16)
@@ -532,6 +574,14 @@ def test_palette_with_transparent_index_composites_on_white():
     out = decode(pil_bytes(im, "PNG", transparency=0))
     assert (out[:, :20] == 255).all()
     assert (out[:, 20:] == [200, 100, 50]).all()
+
+
+def test_rgb_png_with_transparent_colour_key_composites_on_white():
+    rgb = np.zeros((20, 20, 3), np.uint8)
+    rgb[:, :10] = [255, 0, 255]  # the colour key
+    rgb[:, 10:] = [10, 120, 30]
+    out = decode(pil_bytes(Image.fromarray(rgb), "PNG", transparency=(255, 0, 255)))
+    assert (out[:, :10] == 255).all() and (out[:, 10:] == [10, 120, 30]).all()
 
 
 def test_rgba_is_composited_on_white():
@@ -794,8 +844,9 @@ def test_cli_exit_status(tmp_path, photos):
 
     r = run_cli("--input", str(mixed), "--out", str(tmp_path / "o1"))
     assert r.returncode == 0, r.stderr
-    assert "3 seen = 1 usable + 2 rejected" in r.stdout
-    assert len(read_rejects(tmp_path / "o1")) == 2
+    m = json.loads((tmp_path / "o1" / "manifest.json").read_text())["inputs"]
+    assert (m["seen"], m["usable"], m["rejected"]) == (3, 1, 2)
+    assert {x["path"] for x in read_rejects(tmp_path / "o1")} == {"empty.png", "notes.txt"}
 
     r = run_cli("--input", str(mixed), "--out", str(tmp_path / "o2"), "--strict")
     assert r.returncode != 0
