@@ -269,7 +269,9 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         if w < 1 or h < 1:
             raise BadInput(f"image has no pixels ({w}x{h})")
         frames = getattr(im, "n_frames", 1)
-        if frames > 1:
+        # A multi-picture JPEG (MPO, as phones and stereo cameras write) is a still photo whose
+        # extra frames are previews or depth maps: its first frame is the photo.
+        if frames > 1 and im.format != "MPO":
             raise BadInput(f"animated or multi-frame image ({frames} frames); only still images are used")
         # Read the tile list before loading (loading empties it): it tells 16-bit samples apart.
         deep = im.mode.startswith("I;16") or any(

@@ -861,3 +861,20 @@ def test_cli_exit_status(tmp_path, photos):
 
     r = run_cli("--input", str(tmp_path / "does-not-exist"), "--out", str(tmp_path / "o5"))
     assert r.returncode != 0 and "no such file" in r.stderr
+
+
+def test_multi_picture_jpeg_from_a_phone_is_a_still_photo():
+    """MPO files (a primary JPEG plus previews or depth maps) decode to their first frame."""
+    import io
+
+    from PIL import Image
+    from pirs.degrade.sources import decode
+
+    photo = (np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="MPO", save_all=True,
+                                append_images=[Image.fromarray(np.zeros((20, 25, 3), np.uint8))])
+    data = buf.getvalue()
+    assert Image.open(io.BytesIO(data)).n_frames == 2
+    expect = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(decode(data), expect)

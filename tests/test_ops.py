@@ -727,7 +727,7 @@ def test_resize_sample_ranges_and_determinism():
         assert abs(dirs.count(d) / 2000 - prob) < 0.04, d
     tspec = resize.Spec(target=True, modes=["bicubic"])
     for p in draws(resize, tspec, ctx, n=5):
-        assert p == {"mode": "bicubic", "direction": "down", "factor": 16 / 64, "size": [16, 12]}
+        assert p == {"mode": "bicubic", "direction": "down", "factor": 16 / 64, "size": [16, 12], "grid": "size"}
 
 
 def test_noise_sample_ranges_and_determinism():
@@ -906,3 +906,55 @@ def test_crop_and_hflip_exact():
     for j in range(30):
         np.testing.assert_array_equal(f[:, j], img[:, 29 - j])
     np.testing.assert_array_equal(geometry.hflip(f), img)
+
+
+def _torch_rule_1d(x: np.ndarray, out: int, f: float, mode: str) -> np.ndarray:
+    """Direct loop of PyTorch's interpolate(scale_factor=f) source-index rule on a 1-D signal."""
+    n = len(x)
+    y = np.zeros(out)
+    for i in range(out):
+        src = (i + 0.5) / f - 0.5
+        if mode == "bilinear":
+            src = max(src, 0.0)
+            i0 = min(int(np.floor(src)), n - 1)
+            lam = min(max(src - i0, 0.0), 1.0)
+            y[i] = (1 - lam) * x[i0] + lam * x[min(i0 + 1, n - 1)]
+        else:
+            i0 = int(np.floor(src))
+            t = src - i0
+            for k, off in enumerate((-1, 0, 1, 2)):
+                d = abs(t - off)
+                a = -0.75
+                w = ((a + 2) * d - (a + 3)) * d * d + 1 if d <= 1 else ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+                y[i] += w * x[min(max(i0 + off, 0), n - 1)]
+                del k
+    return y
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("f", [0.37, 0.81, 1.27])
+def test_resize_on_the_factor_grid_follows_pytorch_scale_factor(mode, f):
+    from pirs.degrade.ops import resize as rz
+
+    row = np.random.default_rng(3).random(57)
+    img = np.repeat(row[None, :, None], 5, axis=0).repeat(3, axis=2).astype(np.float32)
+    w = int(np.floor(57 * f))
+    got = rz.resize(img, (5, w), mode, factor=f)
+    assert got.shape == (5, w, 3)
+    want = _torch_rule_1d(row, w, f, mode)
+    assert np.abs(got[2, :, 0] - want).max() < 1e-5
+    plain = rz.resize(img, (5, w), mode)  # the in/out grid differs by up to a pixel at the far edge
+    assert np.abs(plain[2, :, 0] - want).max() > 1e-3
+
+
+def test_first_order_resize_records_its_grid():
+    from pirs.degrade.ops import resize as rz
+
+    spec = rz.Spec(directions={"down": 1.0}, range=[0.5, 0.9])
+    p = rz.resolve(rz.sample(np.random.default_rng(0), spec, {"size": (64, 64), "target": (16, 16)}), spec,
+                   {"size": (64, 64), "target": (16, 16)})
+    assert p["grid"] == "factor"
+    spec2 = rz.Spec(directions={"down": 1.0}, range=[0.5, 0.9], relative_to="target")
+    p2 = rz.resolve(rz.sample(np.random.default_rng(0), spec2, {"size": (64, 64), "target": (16, 16)}), spec2,
+                    {"size": (64, 64), "target": (16, 16)})
+    assert p2["grid"] == "size"

@@ -3,7 +3,10 @@
 Semantics follow PyTorch's ``F.interpolate`` as Real-ESRGAN calls it: no
 anti-aliasing, half-pixel centres, bicubic with ``a = -0.75``, and ``area`` as
 adaptive average pooling (each output pixel averages input pixels
-``floor(i*n/m) .. ceil((i+1)*n/m)``).
+``floor(i*n/m) .. ceil((i+1)*n/m)``). A resize given by a factor (``grid: factor``,
+Real-ESRGAN's first order calls ``interpolate(scale_factor=f)``) maps output pixel
+``i`` to input coordinate ``(i + 0.5) / f - 0.5``, not ``(i + 0.5) * n / m - 0.5``: the
+two differ by up to one pixel at the far edge, so both are implemented.
 """
 
 from __future__ import annotations
@@ -34,24 +37,65 @@ def _area_axis(img: np.ndarray, out: int, axis: int) -> np.ndarray:
     return (sums / (end - start).reshape(shape)).astype(np.float32)
 
 
-def resize(img: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
-    """Resize an ``(H, W, C)`` float32 image to ``size = (h, w)`` with ``mode``."""
+def _cubic_weights(t: np.ndarray, a: float = -0.75) -> np.ndarray:
+    """Keys cubic convolution weights of the taps at offsets -1, 0, 1, 2 for fractions ``t``."""
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=1)
+
+
+def _grid_axis(img: np.ndarray, out: int, inv_scale: float, mode: str, axis: int) -> np.ndarray:
+    """Interpolate along ``axis`` with PyTorch's source-index rule for a given scale."""
+    n = img.shape[axis]
+    src = inv_scale * (np.arange(out, dtype=np.float64) + 0.5) - 0.5
+    if mode == "bilinear":
+        src = np.maximum(src, 0.0)
+        i0 = np.minimum(np.floor(src).astype(np.int64), n - 1)
+        lam = np.clip(src - i0, 0.0, 1.0)
+        idx = np.stack([i0, np.minimum(i0 + 1, n - 1)], axis=1)
+        w = np.stack([1.0 - lam, lam], axis=1)
+    else:
+        i0 = np.floor(src).astype(np.int64)
+        idx = np.clip(i0[:, None] + np.arange(-1, 3)[None, :], 0, n - 1)
+        w = _cubic_weights(src - i0)
+    moved = np.moveaxis(img, axis, 0)
+    acc = np.zeros((out,) + moved.shape[1:], dtype=np.float32)
+    for k in range(idx.shape[1]):
+        acc += moved[idx[:, k]] * w[:, k].astype(np.float32).reshape((out,) + (1,) * (moved.ndim - 1))
+    return np.moveaxis(acc, 0, axis)
+
+
+def resize(img: np.ndarray, size: tuple[int, int], mode: str, factor: float | None = None) -> np.ndarray:
+    """Resize an ``(H, W, C)`` float32 image to ``size = (h, w)`` with ``mode``.
+
+    With ``factor``, bilinear and bicubic sample the input on the grid of that scale
+    factor (PyTorch's ``scale_factor`` semantics) instead of the ``in/out`` ratio.
+    """
     h, w = int(size[0]), int(size[1])
     if h < 1 or w < 1:
         raise ValueError(f"resize target must be at least 1x1, got {h}x{w}")
+    if mode not in MODES:
+        raise ValueError(f"unknown resize mode {mode!r}; expected one of {MODES}")
     if (h, w) == img.shape[:2]:
         return img
     if mode == "area":
         return _area_axis(_area_axis(img, h, 0), w, 1)
-    if mode not in _CV2:
-        raise ValueError(f"unknown resize mode {mode!r}; expected one of {MODES}")
+    if factor is not None:
+        if factor <= 0:
+            raise ValueError(f"resize factor must be positive, got {factor}")
+        return _grid_axis(_grid_axis(img, h, 1.0 / factor, mode, 0), w, 1.0 / factor, mode, 1)
     out = cv2.resize(img, (w, h), interpolation=_CV2[mode])
     return out.reshape(h, w, -1) if out.ndim == 2 else out
 
 
 def apply(img: np.ndarray, params: dict) -> np.ndarray:
-    """Resize ``img`` to ``params['size']`` with ``params['mode']``."""
-    return resize(img, params["size"], params["mode"])
+    """Resize ``img`` to ``params['size']`` with ``params['mode']`` (on the factor's grid if ``grid: factor``)."""
+    factor = params["factor"] if params.get("grid") == "factor" else None
+    return resize(img, params["size"], params["mode"], factor)
 
 
 @dataclass(frozen=True)
@@ -96,7 +140,7 @@ def sample(rng: np.random.Generator, spec: Spec, ctx: dict) -> dict:
     if spec.target:
         (h, w), (th, tw) = ctx["size"], ctx["target"]
         direction = "down" if th * tw < h * w else ("up" if th * tw > h * w else "keep")
-        return {"mode": mode, "direction": direction, "factor": th / h, "size": [int(th), int(tw)]}
+        return {"mode": mode, "direction": direction, "factor": th / h, "size": [int(th), int(tw)], "grid": "size"}
     dirs = list(spec.directions)
     p = np.asarray(list(spec.directions.values()), dtype=np.float64)
     direction = dirs[int(rng.choice(len(dirs), p=p / p.sum()))]
@@ -120,10 +164,12 @@ def resolve(params: dict, spec: Spec, ctx: dict) -> dict:
         if spec.relative_to == "input":
             h, w = ctx["size"]
             size = [math.floor(h * f), math.floor(w * f)]
+            grid = "factor"  # interpolate(scale_factor=f)
         else:
             h, w = ctx["target"]
             size = [int(h * f), int(w * f)]
-        params = {**params, "size": [max(1, size[0]), max(1, size[1])]}
+            grid = "size"  # interpolate(size=...)
+        params = {**params, "size": [max(1, size[0]), max(1, size[1])], "grid": grid}
     (h, w), (nh, nw) = ctx["size"], params["size"]
     direction = "down" if nh * nw < h * w else ("up" if nh * nw > h * w else "keep")
     return {**params, "direction": direction}
