@@ -52,6 +52,10 @@ def cmd_build(a) -> int:
     except (BuildError, RecipeError, FileNotFoundError) as e:
         print(f"degrade build: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ndegrade build: interrupted; complete shards in {a.out} are kept, partial ones dropped. "
+              "Run the same command again to finish the build.", file=sys.stderr)
+        return 130
     m = r.manifest
     rate = r.samples / r.seconds if r.seconds else 0.0
     print(f"\nbuilt {r.samples} samples in {r.shards} shard(s) ({r.shards_built} built, "
