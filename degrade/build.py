@@ -240,7 +240,7 @@ def _by_reason(rejects: list[dict]) -> dict[str, int]:
 
 def _atomic_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
@@ -371,8 +371,8 @@ def build(cfg: BuildConfig) -> BuildResult:
         raise BuildError(f"{out} already holds shards of an unknown build; use a new --out folder or --overwrite")
     elif cfg.overwrite:
         _clear(out)
-    for tmp in out.glob("*.tmp"):
-        tmp.unlink()
+    for tmp in list(out.glob("*.tmp")) + list((out / STATS_DIR).glob("*.tmp")):
+        tmp.unlink(missing_ok=True)
     _atomic_json(build_file, {"fingerprint": fp, "args": _args(cfg), "pirs": PIRS_VERSION})
 
     n_shards = math.ceil(cfg.num_samples / cfg.shard_size)
@@ -422,8 +422,9 @@ def _run_shards(cfg: BuildConfig, sources: list[SourceInfo], fp: str, todo: list
         return
     ctx = mp.get_context("spawn")
     counter = ctx.Value("q", 0)
-    with ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=ctx, initializer=_init_pool,
-                             initargs=(cfg, sources, counter, fp)) as ex:
+    ex = ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=ctx, initializer=_init_pool,
+                             initargs=(cfg, sources, counter, fp))
+    try:
         futures = {ex.submit(build_shard, s) for s in todo}
         last = 0
         while futures:
@@ -433,6 +434,11 @@ def _run_shards(cfg: BuildConfig, sources: list[SourceInfo], fp: str, todo: list
             now = counter.value
             bar.update(now - last)
             last = now
+    except BaseException:
+        # Interrupted or failed: drop the shards not started yet; the ones running finish or abort.
+        ex.shutdown(wait=True, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
     bar.close()
 
 

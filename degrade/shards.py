@@ -38,7 +38,9 @@ class ShardWriter:
         import webdataset as wds
 
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        # One temporary name per process: a worker orphaned by a killed build may still be
+        # finishing this shard while a resumed build writes it again.
+        self.tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         self._f = open(self.tmp, "wb")
         self._w = wds.TarWriter(self._f, user="pirs", group="pirs", mode=0o644, encoder=False, mtime=0,
                                 format=tarfile.USTAR_FORMAT)
