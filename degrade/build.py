@@ -266,7 +266,7 @@ def scan_inputs(cfg: BuildConfig) -> tuple[list[SourceInfo], list[dict], int]:
     results: list = [None] * len(refs)
     bar = _bar(len(refs), "scan inputs", "img", cfg.progress)
     if cfg.workers > 1 and len(refs) > 1:
-        with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as ex:
+        with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent) as ex:
             for i, info, reason in ex.map(_check_one, args, chunksize=8):
                 results[i] = (info, reason)
                 bar.update(1)
@@ -443,8 +443,23 @@ def _run_shards(cfg: BuildConfig, sources: list[SourceInfo], fp: str, todo: list
 
 
 def _init_pool(cfg: BuildConfig, sources: list[SourceInfo], counter, fp: str) -> None:
+    _exit_with_parent()
     _init_worker(cfg, sources, counter)
     _STATE["fingerprint"] = fp
+
+
+def _exit_with_parent() -> None:
+    """End this worker soon after its parent dies (a killed build must not leave workers behind)."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="pirs-parent-watch").start()
 
 
 def write_outputs(cfg: BuildConfig, recipe: Recipe, out: Path, fp: str, n_shards: int,

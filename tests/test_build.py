@@ -135,6 +135,30 @@ def _start_build(out: Path, photos: Path, n: int, workers: int = 1) -> subproces
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return False
+
+
+def _wait_gone(pids: list[int], seconds: float = 15) -> None:
+    """Worker processes of a killed build end by themselves."""
+    deadline = time.time() + seconds
+    alive = pids
+    while time.time() < deadline:
+        alive = [p for p in alive if _running(p)]
+        if not alive:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"processes of the killed build are still running: {alive}")
+
+
 @pytest.mark.parametrize("sig,workers", [(signal.SIGKILL, 1), (signal.SIGINT, 1), (signal.SIGKILL, 2),
                                          (signal.SIGINT, 2)])
 def test_killed_build_resumes_to_identical_output(tmp_path, photos, sig, workers):
@@ -145,8 +169,10 @@ def test_killed_build_resumes_to_identical_output(tmp_path, photos, sig, workers
     deadline = time.time() + 120
     while time.time() < deadline and len(list((out / "stats").glob("*.json"))) < 2:
         time.sleep(0.02)
+    kids = _children(proc.pid)
     os.kill(proc.pid, sig)
     proc.wait(timeout=60)
+    _wait_gone(kids)
     done_before = {p.name for p in (out / "stats").glob("*.json")}
     assert 2 <= len(done_before) < 20, "the build finished before it could be interrupted"
     # Whatever was interrupted left no partial shard under a final name: every tar there
