@@ -31,7 +31,7 @@ from .ops import geometry
 from .pipeline import degrade
 from .recipe import Recipe, load_recipe
 from .shards import ShardWriter, file_digest
-from .sources import DEFAULT_MAX_PIXELS, BadInput, SourceInfo, check, decode, discover
+from .sources import DEFAULT_MAX_PIXELS, BadInput, SourceInfo, SourceRef, check, decode, discover
 
 PIRS_VERSION = "0.1.0"
 STATS_DIR = "stats"
@@ -159,12 +159,37 @@ def make_sample(cfg: BuildConfig, recipe: Recipe, src: SourceInfo, image: np.nda
 # ---------------------------------------------------------------- one shard
 
 _STATE: dict = {}
+INPUTS_FILE = "inputs.json"  # in stats/: the build's config and usable sources, read by pool workers
 
 
-def _init_worker(cfg: BuildConfig, sources: list[SourceInfo], counter) -> None:
+def _init_process(counter) -> None:
+    """Pool worker start-up: one OpenCV thread, a progress counter, and exit with the parent."""
     cv2.setNumThreads(1)
-    _STATE.update(cfg=cfg, recipe=load_recipe(cfg.pipeline), sources=sources, counter=counter,
+    _STATE["counter"] = counter
+    _exit_with_parent()
+
+
+def _set_state(cfg: BuildConfig, sources: list[SourceInfo], fp: str) -> None:
+    _STATE.update(cfg=cfg, recipe=load_recipe(cfg.pipeline), sources=sources, fingerprint=fp,
                   cache=_ImageCache(), perm={})
+
+
+def _load_state(out: str, fp: str) -> None:
+    """Load the build's config and sources in a pool worker (once per build)."""
+    if _STATE.get("fingerprint") == fp:
+        return
+    data = json.loads((Path(out) / STATS_DIR / INPUTS_FILE).read_text())
+    if data["fingerprint"] != fp:
+        raise BuildError(f"{out}: {INPUTS_FILE} belongs to another build")
+    sources = [SourceInfo(SourceRef(p, loc, tuple(m) if m else None), sha, h, w)
+               for p, loc, m, sha, h, w in data["sources"]]
+    _set_state(BuildConfig(**data["config"]), sources, fp)
+
+
+def _write_inputs(out: Path, cfg: BuildConfig, sources: list[SourceInfo], fp: str) -> None:
+    rows = [[s.ref.path, s.ref.location, list(s.ref.member) if s.ref.member else None, s.sha256, s.height, s.width]
+            for s in sources]
+    _atomic_json(out / STATS_DIR / INPUTS_FILE, {"fingerprint": fp, "config": asdict(cfg), "sources": rows})
 
 
 class _ImageCache:
@@ -190,8 +215,13 @@ class _ImageCache:
         return img
 
 
+def _shard_task(s: int, out: str, fp: str) -> dict:
+    _load_state(out, fp)
+    return build_shard(s)
+
+
 def build_shard(s: int) -> dict:
-    """Build shard ``s`` in this process (state from :func:`_init_worker`); returns its stats."""
+    """Build shard ``s`` in this process (state from :func:`_set_state`); returns its stats."""
     cfg: BuildConfig = _STATE["cfg"]
     recipe: Recipe = _STATE["recipe"]
     sources: list[SourceInfo] = _STATE["sources"]
@@ -214,9 +244,10 @@ def build_shard(s: int) -> dict:
             else:
                 w.write(key, members)
                 count += 1
-            if _STATE["counter"] is not None:
-                with _STATE["counter"].get_lock():
-                    _STATE["counter"].value += 1
+            counter = _STATE.get("counter")
+            if counter is not None:
+                with counter.get_lock():
+                    counter.value += 1
     nbytes, sha = file_digest(out / shard_name(s))
     stats = {"shard": shard_name(s), "index": s, "samples": count, "bytes": nbytes, "sha256": sha,
              "first": lo, "last": hi - 1, "rejects": rejects, "rejects_by_reason": _by_reason(rejects),
@@ -258,18 +289,17 @@ def _check_one(args) -> tuple[int, SourceInfo | None, str | None]:
         return i, None, f"could not decode ({type(e).__name__}: {_one_line(e)})"
 
 
-def scan_inputs(cfg: BuildConfig) -> tuple[list[SourceInfo], list[dict], int]:
+def scan_inputs(cfg: BuildConfig, pool: ProcessPoolExecutor | None = None) -> tuple[list[SourceInfo], list[dict], int]:
     """Decode every candidate once: returns usable sources (in path order), rejects, and inputs seen."""
     refs, rejects = discover(cfg.input)
     seen = len(refs) + len(rejects)
     args = [(i, r, cfg.crop_size, cfg.pad, cfg.max_pixels) for i, r in enumerate(refs)]
     results: list = [None] * len(refs)
     bar = _bar(len(refs), "scan inputs", "img", cfg.progress)
-    if cfg.workers > 1 and len(refs) > 1:
-        with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_exit_with_parent) as ex:
-            for i, info, reason in ex.map(_check_one, args, chunksize=8):
-                results[i] = (info, reason)
-                bar.update(1)
+    if pool is not None and len(refs) > 1:
+        for i, info, reason in pool.map(_check_one, args, chunksize=max(1, min(16, len(args) // (4 * cfg.workers)))):
+            results[i] = (info, reason)
+            bar.update(1)
     else:
         for a in args:
             i, info, reason = _check_one(a)
@@ -350,7 +380,26 @@ def build(cfg: BuildConfig) -> BuildResult:
     recipe = load_recipe(cfg.pipeline)
     validate_config(cfg, recipe)
     out = Path(cfg.out)
-    sources, rejects, seen = scan_inputs(cfg)
+    counter = None
+    pool = None
+    if cfg.workers > 1:
+        ctx = mp.get_context("spawn")
+        counter = ctx.Value("q", 0)
+        pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_init_process, initargs=(counter,))
+    try:
+        return _build(cfg, recipe, out, pool, counter, t0)
+    except BaseException:
+        if pool is not None:  # interrupted or failed: drop what has not started
+            pool.shutdown(wait=True, cancel_futures=True)
+            pool = None
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def _build(cfg: BuildConfig, recipe: Recipe, out: Path, pool, counter, t0: float) -> BuildResult:
+    sources, rejects, seen = scan_inputs(cfg, pool)
     if not sources:
         raise BuildError(f"no usable input images among {seen} seen in {cfg.input or 'the bundled sample photos'}"
                          + (f"; first reject: {rejects[0]['path']}: {rejects[0]['reason']}" if rejects else ""))
@@ -374,12 +423,13 @@ def build(cfg: BuildConfig) -> BuildResult:
     for tmp in list(out.glob("*.tmp")) + list((out / STATS_DIR).glob("*.tmp")):
         tmp.unlink(missing_ok=True)
     _atomic_json(build_file, {"fingerprint": fp, "args": _args(cfg), "pirs": PIRS_VERSION})
+    _write_inputs(out, cfg, sources, fp)
 
     n_shards = math.ceil(cfg.num_samples / cfg.shard_size)
     todo = _pending_shards(out, n_shards, fp)
     done_samples = sum(min((s + 1) * cfg.shard_size, cfg.num_samples) - s * cfg.shard_size
-                       for s in range(n_shards) if s not in set(todo))
-    _run_shards(cfg, sources, fp, todo, done_samples)
+                       for s in sorted(set(range(n_shards)) - set(todo)))
+    _run_shards(cfg, sources, fp, todo, done_samples, pool, counter)
 
     manifest = write_outputs(cfg, recipe, out, fp, n_shards, sources, rejects, seen)
     return BuildResult(out=out, samples=manifest["samples"], shards=n_shards, shards_built=len(todo),
@@ -402,16 +452,17 @@ def _args(cfg: BuildConfig) -> dict:
     return d
 
 
-def _run_shards(cfg: BuildConfig, sources: list[SourceInfo], fp: str, todo: list[int], done: int) -> None:
+def _run_shards(cfg: BuildConfig, sources: list[SourceInfo], fp: str, todo: list[int], done: int,
+                pool: ProcessPoolExecutor | None, counter) -> None:
     bar = _bar(cfg.num_samples, f"degrade {cfg.pipeline}", "sample", cfg.progress)
     bar.update(done)
     if not todo:
         bar.close()
         return
-    if cfg.workers == 1:
+    if pool is None:
         threads = cv2.getNumThreads()
-        _init_worker(cfg, sources, None)
-        _STATE["fingerprint"] = fp
+        cv2.setNumThreads(1)
+        _set_state(cfg, sources, fp)
         try:
             for s in todo:
                 st = build_shard(s)
@@ -420,32 +471,17 @@ def _run_shards(cfg: BuildConfig, sources: list[SourceInfo], fp: str, todo: list
             cv2.setNumThreads(threads)
         bar.close()
         return
-    ctx = mp.get_context("spawn")
-    counter = ctx.Value("q", 0)
-    ex = ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=ctx, initializer=_init_pool,
-                             initargs=(cfg, sources, counter, fp))
-    try:
-        futures = {ex.submit(build_shard, s) for s in todo}
-        last = 0
-        while futures:
-            finished, futures = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
-            for f in finished:
-                f.result()  # re-raise a worker's failure
-            now = counter.value
-            bar.update(now - last)
-            last = now
-    except BaseException:
-        # Interrupted or failed: drop the shards not started yet; the ones running finish or abort.
-        ex.shutdown(wait=True, cancel_futures=True)
-        raise
-    ex.shutdown(wait=True)
+    start = counter.value
+    futures = {pool.submit(_shard_task, s, cfg.out, fp) for s in todo}
+    last = 0
+    while futures:
+        finished, futures = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+        for f in finished:
+            f.result()  # re-raise a worker's failure
+        now = counter.value - start
+        bar.update(now - last)
+        last = now
     bar.close()
-
-
-def _init_pool(cfg: BuildConfig, sources: list[SourceInfo], counter, fp: str) -> None:
-    _exit_with_parent()
-    _init_worker(cfg, sources, counter)
-    _STATE["fingerprint"] = fp
 
 
 def _exit_with_parent() -> None:

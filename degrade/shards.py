@@ -9,6 +9,7 @@ disk and refuses links, paths with separators or ``..``, and members beyond a si
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tarfile
@@ -32,18 +33,21 @@ def check_key(key: str) -> str:
 
 
 class ShardWriter:
-    """Write one shard atomically: ``with ShardWriter(path) as w: w.write(key, members)``."""
+    """Write one shard atomically: ``with ShardWriter(path) as w: w.write(key, members)``.
+
+    Plain ``tarfile`` (USTAR), members of a sample in sorted order, mtime 0, owner
+    ``pirs``, mode 0644: the same bytes for the same samples on any machine. (Not
+    webdataset's TarWriter: importing webdataset imports torch when it is installed,
+    which costs every worker process seconds of start-up.)
+    """
 
     def __init__(self, path: str | os.PathLike):
-        import webdataset as wds
-
         self.path = Path(path)
         # One temporary name per process: a worker orphaned by a killed build may still be
         # finishing this shard while a resumed build writes it again.
         self.tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
         self._f = open(self.tmp, "wb")
-        self._w = wds.TarWriter(self._f, user="pirs", group="pirs", mode=0o644, encoder=False, mtime=0,
-                                format=tarfile.USTAR_FORMAT)
+        self._w = tarfile.open(fileobj=self._f, mode="w", format=tarfile.USTAR_FORMAT)
         self.count = 0
 
     def write(self, key: str, members: dict[str, bytes]) -> None:
@@ -52,7 +56,15 @@ class ShardWriter:
         for ext in members:
             if not ext or "/" in ext or ext.startswith("."):
                 raise ValueError(f"invalid member extension {ext!r} for key {key}")
-        self._w.write({"__key__": key, **members})
+        for ext in sorted(members):
+            data = members[ext]
+            if not isinstance(data, bytes | bytearray | memoryview):
+                raise TypeError(f"member {key}.{ext} must be bytes, got {type(data).__name__}")
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            info.uid = info.gid = 0
+            info.uname = info.gname = "pirs"
+            self._w.addfile(info, io.BytesIO(data))
         self.count += 1
 
     def close(self) -> None:

@@ -99,3 +99,18 @@ def test_nothing_is_extracted_to_disk(tmp_path, monkeypatch):
     before = sorted(p.name for p in tmp_path.iterdir())
     list(iter_records(path))
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_webdataset_reads_our_shards(tmp_path, photos):
+    import webdataset as wds
+    from conftest import quick_config
+
+    from pirs.degrade.build import build
+
+    build(quick_config(tmp_path / "o", photos, num_samples=4, shard_size=4))
+    ds = wds.WebDataset(str(tmp_path / "o" / "shard-000000.tar"), shardshuffle=False)
+    rows = list(ds)
+    assert [r["__key__"] for r in rows] == [f"0000000{i}" for i in range(4)]
+    for r in rows:
+        assert set(r) >= {"hq.png", "lq.png", "json"}
+        assert json.loads(r["json"])["key"] == r["__key__"]

@@ -22,19 +22,39 @@ MODES = ("area", "bilinear", "bicubic")
 _CV2 = {"bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
 
 
-def _area_axis(img: np.ndarray, out: int, axis: int) -> np.ndarray:
-    n = img.shape[axis]
-    if out == n:
-        return img
+def _bins(n: int, out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Adaptive-pooling bins: output ``i`` averages inputs ``start_i .. end_i - 1``."""
     i = np.arange(out)
-    start = (i * n) // out
-    end = -((-(i + 1) * n) // out)  # ceil((i + 1) * n / out)
-    cs = np.cumsum(img, axis=axis, dtype=np.float64)
-    cs = np.concatenate([np.zeros_like(np.take(cs, [0], axis=axis)), cs], axis=axis)
-    sums = np.take(cs, end, axis=axis) - np.take(cs, start, axis=axis)
-    shape = [1] * img.ndim
-    shape[axis] = out
-    return (sums / (end - start).reshape(shape)).astype(np.float32)
+    return (i * n) // out, -((-(i + 1) * n) // out)
+
+
+def _area_up_axis(img: np.ndarray, out: int, axis: int) -> np.ndarray:
+    """Upscaling bins hold one or two inputs: the mean of the first and last is exact for both."""
+    start, end = _bins(img.shape[axis], out)
+    return (np.take(img, start, axis=axis) + np.take(img, end - 1, axis=axis)) * np.float32(0.5)
+
+
+def _area_down(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Downscaling on both axes: bin sums from one float64 integral image."""
+    integral = cv2.integral(img, sdepth=cv2.CV_64F)
+    if integral.ndim == 2:
+        integral = integral[..., None]
+    sh, eh = _bins(img.shape[0], h)
+    sw, ew = _bins(img.shape[1], w)
+    total = integral[eh][:, ew] - integral[sh][:, ew] - integral[eh][:, sw] + integral[sh][:, sw]
+    count = ((eh - sh)[:, None] * (ew - sw)[None, :])[..., None]
+    return (total / count).astype(np.float32)
+
+
+def _area(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """PyTorch's ``area`` (adaptive average pooling) to ``h x w``."""
+    if h > img.shape[0]:
+        img = _area_up_axis(img, h, 0)
+    if w > img.shape[1]:
+        img = _area_up_axis(img, w, 1)
+    if (h, w) != img.shape[:2]:
+        img = _area_down(img, h, w)
+    return img
 
 
 def _cubic_weights(t: np.ndarray, a: float = -0.75) -> np.ndarray:
@@ -83,7 +103,7 @@ def resize(img: np.ndarray, size: tuple[int, int], mode: str, factor: float | No
     if (h, w) == img.shape[:2]:
         return img
     if mode == "area":
-        return _area_axis(_area_axis(img, h, 0), w, 1)
+        return _area(img, h, w)
     if factor is not None:
         if factor <= 0:
             raise ValueError(f"resize factor must be positive, got {factor}")
