@@ -104,7 +104,6 @@ def test_nothing_is_extracted_to_disk(tmp_path, monkeypatch):
 def test_webdataset_reads_our_shards(tmp_path, photos):
     import webdataset as wds
     from conftest import quick_config
-
     from pirs.degrade.build import build
 
     build(quick_config(tmp_path / "o", photos, num_samples=4, shard_size=4))
