@@ -25,8 +25,8 @@ Install (a separate venv: torch and basicsr are only for this benchmark, never p
     /tmp/benchvenv/bin/pip install basicsr==1.4.2 realesrgan==0.3.0
     /tmp/benchvenv/bin/pip install -e .            # from the repository root
 
-``--skip-basicsr`` also runs with pirs' own venv, without torch (whose presence slows the workers'
-start-up: webdataset imports it). Run from the repository root (defaults: about 7 minutes on 2 cores):
+``--skip-basicsr`` also runs with pirs' own venv, without torch. Run from the repository root
+(defaults: about 5 minutes on 2 cores):
 
     /tmp/benchvenv/bin/python benchmarks/degrade_speed.py
     /tmp/benchvenv/bin/python benchmarks/degrade_speed.py --samples 10 --psnr-samples 100 --skip-workers
@@ -36,7 +36,6 @@ start-up: webdataset imports it). Run from the repository root (defaults: about 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -527,9 +526,6 @@ def bench_workers(n: int, crop: int, seed: int, repeats: int, shard: int) -> Non
     (s1, p1, w1), (s2, p2, w2) = best[1], best[2]
     print("'build s' includes scanning the inputs and starting the pools; 'shards s' is the shard phase; "
           "'work s' adds up the shards' own times (stats/*.json), 'busy' = work / (workers x shards s)")
-    if importlib.util.find_spec("torch") is not None:
-        print("note: torch is installed here, and webdataset (imported by the shard writer) imports it, "
-              "which adds torch's import time to every worker's start-up")
     print(f"RATIO 2 workers / 1 worker (best of {repeats}): whole build {s1 / s2:.2f}x, shard phase "
           f"{p1 / p2:.2f}x (goal >= 1.9x: {_ok(p1 / p2 >= 1.9)}); while busy (2 x work1 / work2) "
           f"{2 * w1 / w2:.2f}x")

@@ -68,7 +68,11 @@ def discover(input_path: str | None) -> tuple[list[SourceRef], list[dict]]:
         raise FileNotFoundError(f"--input {input_path}: no such file or folder")
     refs: list[SourceRef] = []
     rejects: list[dict] = []
-    if p.is_dir():
+    if p.is_dir() and (p / "manifest.json").is_file() and any(p.glob("shard-*.tar")):
+        # A pirs shard folder: its images are in the shards; the rest is the build's metadata.
+        for tar in sorted(p.glob("shard-*.tar")):
+            _add_file(tar, tar.name, refs, rejects)
+    elif p.is_dir():
         for dirpath, dirnames, filenames in os.walk(p):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in sorted(filenames):

@@ -878,3 +878,15 @@ def test_multi_picture_jpeg_from_a_phone_is_a_still_photo():
     assert Image.open(io.BytesIO(data)).n_frames == 2
     expect = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     assert np.array_equal(decode(data), expect)
+
+
+def test_a_pirs_shard_folder_is_read_through_its_shards(tmp_path, photos):
+    """Building from an earlier build's folder uses the HQ images of its shards, not its metadata files."""
+    from conftest import quick_config
+
+    from pirs.degrade.build import build
+
+    first = tmp_path / "first"
+    build(quick_config(first, photos, num_samples=6, crop_size=32, shard_size=3))
+    r = build(quick_config(tmp_path / "second", first, num_samples=4, crop_size=16, strict=True))
+    assert r.inputs_seen == 6 and r.inputs_rejected == 0 and r.samples == 4
