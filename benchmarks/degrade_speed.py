@@ -52,6 +52,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # o
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+
 from pirs.degrade import load_recipe  # noqa: E402
 from pirs.degrade import ops as pirs_ops  # noqa: E402
 from pirs.degrade.build import BuildConfig, decode_png, encode_png, make_sample  # noqa: E402

@@ -498,6 +498,11 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="pirs-parent-watch").start()
 
 
+def content_sha256(shard_digests: list[str]) -> str:
+    """sha256 over the shards' sha256s in order: changes whenever any shard's bytes change."""
+    return hashlib.sha256("\n".join(shard_digests).encode()).hexdigest()
+
+
 def write_outputs(cfg: BuildConfig, recipe: Recipe, out: Path, fp: str, n_shards: int,
                   sources: list[SourceInfo], rejects: list[dict], seen: int) -> dict:
     """Write manifest.json, rejects.jsonl and the dataset card from the shard markers."""
@@ -518,6 +523,7 @@ def write_outputs(cfg: BuildConfig, recipe: Recipe, out: Path, fp: str, n_shards
         "sample_rejects": len(sample_rejects),
         "shards": [{"name": st["shard"], "samples": st["samples"], "bytes": st["bytes"], "sha256": st["sha256"]}
                    for st in stats],
+        "content_sha256": content_sha256([st["sha256"] for st in stats]),
         "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "opencv": cv2.__version__,
                      "pillow": PIL.__version__},
     }

@@ -12,10 +12,23 @@ import yaml
 from . import schema
 
 
-def card_yaml(n_samples: int) -> dict:
+def config_name(content_sha256: str) -> str:
+    """Name of the folder's one dataset config, unique to the shards' bytes.
+
+    ``datasets`` caches a folder loaded through README ``configs`` under the folder's
+    name and the config name only, not the files' contents: two different builds in
+    folders of the same name (or a folder whose shards were rewritten) would share a
+    cache entry and the second would load the first's data. A content-derived config
+    name gives every distinct set of shards its own cache entry.
+    """
+    return f"pirs-{content_sha256[:16]}"
+
+
+def card_yaml(n_samples: int, content_sha256: str) -> dict:
     """The YAML header: the data files and the declared features."""
     return {
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "shard-*.tar"}]}],
+        "configs": [{"config_name": config_name(content_sha256), "default": True,
+                     "data_files": [{"split": "train", "path": "shard-*.tar"}]}],
         "dataset_info": {"features": schema.features_yaml()},
         "pretty_name": "pirs degradation shards",
         "tags": ["image-restoration", "super-resolution", "pirs"],
@@ -40,7 +53,7 @@ def write_card(out: Path, manifest: dict, recipe) -> Path:
     args = manifest["args"]
     rows = "\n".join(f"| `{n}` | {_type_name(t)} | {d} |" for n, (t, d) in schema.FIELDS.items())
     text = template.format(
-        yaml=yaml.safe_dump(card_yaml(manifest["samples"]), sort_keys=False).strip(),
+        yaml=yaml.safe_dump(card_yaml(manifest["samples"], manifest["content_sha256"]), sort_keys=False).strip(),
         title=f"pirs shards: {recipe.name}",
         recipe=recipe.name, recipe_version=recipe.version, recipe_hash_short=recipe.hash[:12],
         description=recipe.description or recipe.name, recipe_source=recipe.source or "pirs",

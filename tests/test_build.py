@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import quick_config
 from pirs.degrade.build import BuildError, build, decode_png, source_index
 from pirs.degrade.pipeline import replay

@@ -7,20 +7,22 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+import datasets
 from conftest import quick_config
 from pirs.degrade.build import build
 from pirs.degrade.schema import FIELDS, hf_features
 from pirs.degrade.shards import ShardWriter, iter_records, shard_paths
 
-import datasets
-
 
 @pytest.fixture(autouse=True)
-def _offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+def _quiet():
     datasets.disable_progress_bars()
+
+
+def _load(*args, cache: Path, **kw):
+    """load_dataset with a cache of the test's own (the environment variable is read at import)."""
+    return datasets.load_dataset(*args, cache_dir=str(cache), **kw)
 
 
 def _fill_captions_in_later_shards(folder: Path) -> None:
@@ -53,7 +55,7 @@ def test_folder_load_returns_late_fields(tmp_path, photos):
     out = tmp_path / "shards"
     build(quick_config(out, photos, num_samples=12, shard_size=6))
     _fill_captions_in_later_shards(out)
-    ds = datasets.load_dataset(str(out), split="train")
+    ds = _load(str(out), split="train", cache=tmp_path / "cache")
     _check(ds, 12)
     assert ds[0]["json"]["degradations"] and isinstance(ds[0]["json"]["crop_box"], list)
 
@@ -63,11 +65,11 @@ def test_webdataset_data_files_load_returns_late_fields(tmp_path, photos):
     build(quick_config(out, photos, num_samples=12, shard_size=6))
     _fill_captions_in_later_shards(out)
     files = [str(p) for p in shard_paths(out)]
-    _check(datasets.load_dataset("webdataset", data_files={"train": files}, split="train",
-                                 features=hf_features()), 12)
+    _check(_load("webdataset", data_files={"train": files}, split="train", features=hf_features(),
+                 cache=tmp_path / "cache"), 12)
     # Without declared features, types are inferred from the first records only: because
     # pirs writes "" (never null) for unfilled text, the inferred types still hold later.
-    _check(datasets.load_dataset("webdataset", data_files={"train": files}, split="train"), 12)
+    _check(_load("webdataset", data_files={"train": files}, split="train", cache=tmp_path / "cache"), 12)
 
 
 def test_card_declares_every_field(tmp_path, photos):
@@ -80,6 +82,9 @@ def test_card_declares_every_field(tmp_path, photos):
     declared = datasets.Features._from_yaml_list(header["dataset_info"]["features"])
     assert declared == hf_features()
     assert header["configs"][0]["data_files"][0]["path"] == "shard-*.tar"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert header["configs"][0]["config_name"] == "pirs-" + manifest["content_sha256"][:16]
+    assert header["configs"][0]["default"] is True
 
 
 def test_copied_folder_loads_anywhere(tmp_path, photos):
@@ -87,5 +92,18 @@ def test_copied_folder_loads_anywhere(tmp_path, photos):
     build(quick_config(out, photos, num_samples=4))
     moved = tmp_path / "elsewhere" / "copy"
     shutil.copytree(out, moved)
-    ds = datasets.load_dataset(str(moved), split="train")
+    ds = _load(str(moved), split="train", cache=tmp_path / "cache")
     assert [r["__key__"] for r in ds] == [f"0000000{i}" for i in range(4)]
+
+
+def test_same_named_folders_never_share_a_cache_entry(tmp_path, photos):
+    """datasets caches README-config folders by folder and config name: pirs makes the name content-derived."""
+    a, b = tmp_path / "a" / "shards", tmp_path / "b" / "shards"
+    build(quick_config(a, photos, num_samples=3))
+    build(quick_config(b, photos, num_samples=5, pipeline="parameterized"))
+    cache = tmp_path / "cache"
+    da = _load(str(a), split="train", cache=cache)
+    db = _load(str(b), split="train", cache=cache)
+    assert (da.num_rows, db.num_rows) == (3, 5)
+    assert da[0]["json"]["recipe"] == "realesrgan" and db[0]["json"]["recipe"] == "parameterized"
+    assert da.info.config_name != db.info.config_name

@@ -19,8 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import quick_config, synthetic_photo, write_png
 from PIL import Image, ImageOps
+
+from conftest import quick_config, synthetic_photo, write_png
 from pirs.degrade import sources
 from pirs.degrade.build import BuildError, build
 from pirs.degrade.sources import BadInput, SourceRef, check, decode, discover
@@ -868,6 +869,7 @@ def test_multi_picture_jpeg_from_a_phone_is_a_still_photo():
     import io
 
     from PIL import Image
+
     from pirs.degrade.sources import decode
 
     photo = (np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)
@@ -883,7 +885,6 @@ def test_multi_picture_jpeg_from_a_phone_is_a_still_photo():
 def test_a_pirs_shard_folder_is_read_through_its_shards(tmp_path, photos):
     """Building from an earlier build's folder uses the HQ images of its shards, not its metadata files."""
     from conftest import quick_config
-
     from pirs.degrade.build import build
 
     first = tmp_path / "first"

@@ -12,10 +12,11 @@ import math
 import cv2
 import numpy as np
 import pytest
-from pirs.degrade import ops
-from pirs.degrade.ops import blur, geometry, jpeg, kernels, noise, resize, sharpen
 from scipy import ndimage
 from scipy.special import j1
+
+from pirs.degrade import ops
+from pirs.degrade.ops import blur, geometry, jpeg, kernels, noise, resize, sharpen
 
 SIZES = [7, 9, 11, 13, 15, 17, 19, 21]
 

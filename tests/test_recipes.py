@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from pirs.degrade import degrade, list_recipes, load_recipe
 from pirs.degrade.ops import get as get_op
 from pirs.degrade.recipe import RecipeError

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pirs.degrade import schema
 
 import datasets
+from pirs.degrade import schema
 
 
 def test_empty_record_is_valid_and_complete():

@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from pirs.degrade.schema import empty_record
 from pirs.degrade.shards import ShardError, ShardWriter, check_key, iter_records, iter_samples
 
@@ -103,6 +104,7 @@ def test_nothing_is_extracted_to_disk(tmp_path, monkeypatch):
 
 def test_webdataset_reads_our_shards(tmp_path, photos):
     import webdataset as wds
+
     from conftest import quick_config
     from pirs.degrade.build import build
 
