@@ -1,18 +1,249 @@
-"""`bench`: the scoring harness (not built yet)."""
+"""``bench``: score restored images against a test set, list the metrics, compare results, write baselines."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+
+EPILOG = """examples:
+  bench baseline bicubic --reference testsets/div2k-val/ --out predictions/bicubic/
+  bench evaluate predictions/bicubic/ --reference testsets/div2k-val/ --metrics psnr,ssim,lpips \\
+      --out results/bicubic.json
+  bench compare results/bicubic.json results/mymethod.json
+  bench metrics
+"""
+
+
+def _evaluate_parser(sub) -> None:
+    p = sub.add_parser(
+        "evaluate", help="score a folder of predictions against a test set",
+        description="Pair predictions with a test set by key, score them with every metric (each image decoded "
+                    "once, batches of equal size, models built once) and write a summary JSON and a per-image "
+                    "table. Any pairing problem (missing, extra, wrongly sized, unreadable or duplicate files) "
+                    "stops the run with a report, unless --allow-missing.")
+    p.add_argument("predictions", help="folder of images named by key (KEY.png, .jpg, .webp, ...) or of .tar shards "
+                                       "with a pred.png/png member per sample; a run.json there is copied into "
+                                       "the results")
+    p.add_argument("--reference", required=True, help="the test set: a pirs shard folder, or a folder of images")
+    p.add_argument("--metrics", required=True, help="comma-separated metric names (see `bench metrics`)")
+    p.add_argument("--out", required=True, help="summary JSON to write, e.g. results/mymethod.json")
+    p.add_argument("--method", default=None,
+                   help="method name (default: run.json's method, else the predictions folder's name)")
+    p.add_argument("--per-image", default=None,
+                   help="per-image table (.csv, or .parquet); default: --out with .csv")
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
+    p.add_argument("--weights-dir", default=None,
+                   help="local folder of metric weights (default: $PIRS_WEIGHTS_DIR, else ~/.cache/pirs/weights); "
+                        "nothing is ever downloaded")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--cache-dir", default=None,
+                       help="cache of reference-side FID and CLIP-I features, by test-set fingerprint "
+                            "(default: $PIRS_CACHE_DIR, else ~/.cache/pirs/features)")
+    cache.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--clip-model", default=None, help="CLIP checkpoint of clip-i / clip-t (default ViT-L/14)")
+    p.add_argument("--crop-border", type=int, default=0,
+                   help="pixels cropped from each border before PSNR/SSIM (default 0; SR papers often use the scale)")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="score the usable pairs despite pairing problems; what was left out is recorded")
+    p.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 4)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _metrics_parser(sub) -> None:
+    p = sub.add_parser("metrics", help="list every metric: direction, kind, convention, weight files",
+                       description="List every metric of the registry: its direction, kind (full-reference, "
+                                   "no-reference, distribution, text), convention and the weight files it needs "
+                                   "(relative to the weights directory).")
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+
+
+def _compare_parser(sub) -> None:
+    p = sub.add_parser("compare", help="compare two results files metric by metric",
+                       description="Print, per metric, the value in A and in B, the difference B - A and which is "
+                                   "better given the metric's direction. Refuses results of different test sets "
+                                   "unless --force.")
+    p.add_argument("a", help="results JSON A")
+    p.add_argument("b", help="results JSON B")
+    p.add_argument("--force", action="store_true", help="compare even if the test sets differ")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+
+
+def _baseline_parser(sub) -> None:
+    from .baselines import BASELINES
+
+    p = sub.add_parser("baseline", help="write predictions of a trivial restorer (identity, bicubic, lanczos)",
+                       description="Write KEY.png predictions from each reference record's LQ brought to the HQ "
+                                   "size, and a run.json, for a floor row computable anywhere (no weights). "
+                                   + " ".join(f"{k}: {v}." for k, v in BASELINES.items()))
+    p.add_argument("method", choices=sorted(BASELINES), help="which baseline")
+    p.add_argument("--reference", required=True, help="the test set: a pirs shard folder (it carries the LQ)")
+    p.add_argument("--out", required=True, help="folder for the predictions")
+    p.add_argument("--overwrite", action="store_true", help="replace predictions already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _validate_parser(sub) -> None:
+    p = sub.add_parser("validate", help="check results files against the results schema",
+                       description="Check that results JSON files follow the results schema; name the file and "
+                                   "field of the first problem of each.")
+    p.add_argument("files", nargs="+", help="results JSON files")
+
+
+def _fail(cmd: str, e: BaseException) -> int:
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    print(f"bench {cmd}: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_evaluate(a) -> int:
+    from .evaluate import EvalConfig, default_cache_dir, evaluate
+    from .pairing import PairingError, ReferenceError
+    from .results import ResultsError
+    from .weights import DownloadBlocked, MissingWeights
+
+    cfg = EvalConfig(predictions=a.predictions, reference=a.reference, metrics=a.metrics, out=a.out,
+                     method=a.method, batch_size=a.batch_size, device=a.device, weights_dir=a.weights_dir,
+                     cache_dir=None if a.no_cache else a.cache_dir or default_cache_dir(), clip_model=a.clip_model,
+                     allow_missing=a.allow_missing, crop_border=a.crop_border, per_image=a.per_image,
+                     progress=not a.quiet, workers=a.workers)
+    try:
+        s = evaluate(cfg)
+    except (PairingError, ReferenceError, ResultsError, MissingWeights, DownloadBlocked, KeyError, ValueError,
+            OSError) as e:
+        return _fail("evaluate", e)
+    except KeyboardInterrupt:
+        print("\nbench evaluate: interrupted; no results written", file=sys.stderr)
+        return 130
+    pr = s["pairing"]
+    print(f"{s['method']['name']} on {s['test_set']['name']}: {s['count']} of {pr['expected']} images scored "
+          f"in {s['seconds']:.1f} s on {s['settings']['device']}")
+    if pr["problems"]:
+        kinds = ("missing", "extra", "size_mismatch", "unreadable", "duplicates")
+        counts = ", ".join(f"{pr[k]['count']} {k}" for k in kinds if pr[k]["count"])
+        print(f"--allow-missing: {pr['problems']} pairing problems left out ({counts}); see the results' pairing")
+    width = max(len(n) for n in s["metrics"])
+    for name, m in s["metrics"].items():
+        v = m["value"]
+        shown = f"{v:.4f}" if isinstance(v, float | int) else v
+        print(f"  {name:<{width}}  {shown:>12}  ({m['direction']} is better)")
+    print(f"results   {a.out}")
+    if s["per_image"]:
+        print(f"per image {s['per_image']} (beside the results)")
+    return 0
+
+
+SUMMARY_KEYS = ("color_space", "data_range", "crop_border", "checkpoint", "clip_model", "mode", "network", "version")
+
+
+def convention_summary(conv: dict, width: int = 36) -> str:
+    """A short ``key=value`` summary of a convention (the first clause of each value)."""
+    parts = []
+    for k in SUMMARY_KEYS:
+        if conv.get(k) is None:
+            continue
+        v = str(conv[k]).split(";")[0].strip()
+        parts.append(f"{k}={v if len(v) <= width else v[: width - 3] + '...'}")
+    return ", ".join(parts) or "-"
+
+
+def cmd_metrics(a) -> int:
+    from . import registry
+
+    specs = [registry.REGISTRY[n] for n in sorted(registry.REGISTRY)]
+    if a.json:
+        print(json.dumps([{"name": s.name, "direction": s.direction, "lower_better": s.lower_better,
+                           "kind": s.kind, "backend": s.backend, "convention": s.convention,
+                           "input_rules": s.input_rules, "weights": list(s.weights), "description": s.description}
+                          for s in specs], indent=2, default=str))
+        return 0
+    if not specs:
+        print("bench metrics: the registry is empty", file=sys.stderr)
+        return 1
+    head = ("metric", "better", "kind", "convention", "weight files")
+    rows = [head] + [(s.name, s.direction, s.kind, convention_summary(s.convention),
+                      ", ".join(s.weights) if s.weights else "none") for s in specs]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
+    for j, r in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1])
+        if j == 0:
+            print("  ".join("-" * w for w in widths) + "  " + "-" * len(head[-1]))
+    print("\nweight files are relative to the weights directory (--weights-dir, else $PIRS_WEIGHTS_DIR, else "
+          "~/.cache/pirs/weights); nothing is downloaded. Full conventions: bench metrics --json")
+    return 0
+
+
+def cmd_compare(a) -> int:
+    from .results import ResultsError, compare, format_compare, validate_results
+
+    try:
+        ra, rb = validate_results(a.a), validate_results(a.b)
+    except ResultsError as e:
+        return _fail("compare", e)
+    if ra["test_set"]["fingerprint"] != rb["test_set"]["fingerprint"] and not a.force:
+        print(f"bench compare: error: {a.a} scores test set {ra['test_set']['name']} "
+              f"({ra['test_set']['fingerprint'][:12]}...) but {a.b} scores {rb['test_set']['name']} "
+              f"({rb['test_set']['fingerprint'][:12]}...); the numbers are not comparable (--force to compare "
+              "anyway)", file=sys.stderr)
+        return 2
+    if a.json:
+        print(json.dumps(compare(ra, rb), indent=2, allow_nan=True))
+    else:
+        print(format_compare(ra, rb, a.a, a.b))
+    return 0
+
+
+def cmd_baseline(a) -> int:
+    from .baselines import write_baseline
+    from .pairing import ReferenceError
+
+    try:
+        out = write_baseline(a.method, a.reference, a.out, overwrite=a.overwrite, progress=not a.quiet)
+    except (ReferenceError, ValueError, OSError) as e:
+        return _fail("baseline", e)
+    print(f"wrote {a.method} predictions and run.json to {out}/")
+    print(f"score     bench evaluate {out} --reference {a.reference} --metrics psnr,ssim --out results/{a.method}.json")
+    return 0
+
+
+def cmd_validate(a) -> int:
+    from .results import ResultsError, validate_results
+
+    bad = 0
+    for f in a.files:
+        try:
+            validate_results(f)
+            print(f"{f}: ok")
+        except ResultsError as e:
+            print(f"bench validate: error: {e}", file=sys.stderr)
+            bad += 1
+    return 2 if bad else 0
+
+
+COMMANDS = {"evaluate": cmd_evaluate, "metrics": cmd_metrics, "compare": cmd_compare, "baseline": cmd_baseline,
+            "validate": cmd_validate}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bench`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="bench", description="pirs bench: one scoring harness for restored images.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_evaluate_parser, _metrics_parser, _compare_parser, _baseline_parser, _validate_parser):
+        add(sub)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Say that `bench` is not built yet and exit non-zero."""
-    parser = argparse.ArgumentParser(
-        prog="bench", description="pirs bench: the scoring harness. Not built yet.")
-    parser.parse_args(argv)
-    print("bench: not built yet in this version of pirs (the scoring harness).", file=sys.stderr)
-    return 2
+    """Run ``bench``; return the exit status (0 ok, 2 error, 130 interrupted)."""
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if not a.command:
+        parser.print_help(sys.stderr)
+        return 2
+    return COMMANDS[a.command](a)
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def list_recipes() -> list[str]:
 
 def _locate(name: str) -> Path:
     p = Path(name)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    if p.suffix in (".yaml", ".yml") or p.is_file():
         if not p.is_file():
             raise RecipeError(f"{name}: recipe file not found")
         return p

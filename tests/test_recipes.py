@@ -225,3 +225,9 @@ def test_same_generator_state_same_run():
     c = degrade(hq, recipe, np.random.default_rng([5, 0, 10]))
     assert np.array_equal(a.lq, b.lq) and a.ops == b.ops
     assert a.ops != c.ops
+
+
+def test_a_folder_named_like_a_recipe_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "realesrgan").mkdir()
+    assert load_recipe("realesrgan").name == "realesrgan"

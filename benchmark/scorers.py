@@ -1,0 +1,491 @@
+"""Scorers: the registry's metrics built once and applied to batches of decoded images.
+
+``build_scorers`` checks every weight file first (one :class:`~pirs.benchmark.weights.MissingWeights`
+naming all that are missing), then builds each model once, offline. A :class:`Scorer` takes
+batches of predictions (and references, and captions for text metrics) and returns one value
+per image; a :class:`SetScorer` (FID) accumulates features and returns one value for the set.
+Reference-side features of FID and CLIP-I can be cached under ``cache_dir/<fingerprint>/``,
+keyed by image content, so a second evaluation of the same test set skips them.
+
+torch, pyiqa and transformers are imported inside functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import registry
+from .registry import FR, NR, TEXT, MetricSpec
+from .weights import CLIP_ALIASES, check_weights, clip_dir_rel, clip_repo, file_stamp, offline
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+DEFAULT_OPTIONS: dict[str, Any] = {"crop_border": 0, "clip_model": "ViT-L/14"}
+_OPENAI_CLIP_METRICS = {"clipiqa", "liqe", "clipscore"}  # pyiqa archs that import openai-clip
+_FID_DIMS = 2048
+
+
+def resolve_options(options: dict | None) -> dict[str, Any]:
+    """The defaults updated with ``options``; unknown keys and bad values fail here, before any work."""
+    out = dict(DEFAULT_OPTIONS)
+    for key, value in (options or {}).items():
+        if key not in DEFAULT_OPTIONS:
+            close = difflib.get_close_matches(key, list(DEFAULT_OPTIONS), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown metric option {key!r}.{hint} Known: {', '.join(DEFAULT_OPTIONS)}")
+        out[key] = value
+    crop = out["crop_border"]
+    if isinstance(crop, bool) or not isinstance(crop, int) or crop < 0:
+        raise ValueError(f"crop_border must be a non-negative integer, got {crop!r}")
+    if not isinstance(out["clip_model"], str) or not out["clip_model"].strip():
+        raise ValueError(f"clip_model must be a CLIP name such as {', '.join(CLIP_ALIASES)}, got {out['clip_model']!r}")
+    clip_dir_rel(out["clip_model"])  # raises on a name that cannot be a folder
+    return out
+
+
+def _as_specs(specs: Sequence[MetricSpec | str]) -> list[MetricSpec]:
+    return [registry.get(s) if isinstance(s, str) else s for s in specs]
+
+
+def conventions(specs: Sequence[MetricSpec | str], options: dict | None = None) -> dict[str, dict[str, Any]]:
+    """Metric name -> the convention actually used with these options (for the results file)."""
+    opts = resolve_options(options)
+    out = {}
+    for spec in _as_specs(specs):
+        conv = dict(spec.convention)
+        if "crop_border" in spec.options:
+            conv["crop_border"] = opts["crop_border"]
+        if "clip_model" in spec.options:
+            conv["clip_model"] = opts["clip_model"]
+            conv["clip_checkpoint"] = clip_repo(opts["clip_model"])
+        kwargs = "".join(f", {k}={v!r}" for k, v in spec.backend_kwargs.items())
+        conv["backend"] = f"{spec.backend} {spec.backend_name!r}{kwargs}"
+        out[spec.name] = conv
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Interfaces
+# ------------------------------------------------------------------------------------------
+
+
+class Scorer:
+    """A per-image metric (full-reference, no-reference or text)."""
+
+    spec: MetricSpec
+
+    def __init__(self, spec: MetricSpec, device: str = "cpu", crop_border: int = 0):
+        self.spec = spec
+        self.device = device
+        self.crop_border = crop_border if "crop_border" in spec.options else 0
+
+    def score(self, pred: torch.Tensor, ref: torch.Tensor | None,
+              captions: list[str] | None = None) -> torch.Tensor:
+        """``pred``/``ref``: float32 (B, 3, H, W) RGB in [0, 1] on ``self.device``; returns (B,) float64 on the CPU."""
+        self._check(pred, ref, captions)
+        import torch
+
+        with torch.inference_mode():
+            out = self._score(pred, ref, captions)
+        return out.detach().reshape(pred.shape[0]).to("cpu", torch.float64)
+
+    def _score(self, pred: torch.Tensor, ref: torch.Tensor | None, captions: list[str] | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _check(self, pred: torch.Tensor, ref: torch.Tensor | None, captions: list[str] | None) -> None:
+        name = self.spec.name
+        if pred.ndim != 4 or pred.shape[1] != 3:
+            raise ValueError(f"{name}: pred must be (B, 3, H, W), got {tuple(pred.shape)}")
+        for what, t in (("pred", pred), ("ref", ref)):
+            if t is not None and t.numel() and (float(t.min()) < 0.0 or float(t.max()) > 1.0):
+                raise ValueError(f"{name}: {what} must be RGB in [0, 1], got values in "
+                                 f"[{float(t.min()):.4g}, {float(t.max()):.4g}]")
+        need = self.spec.min_side + 2 * self.crop_border
+        if min(pred.shape[-2:]) < need:
+            raise ValueError(f"{name}: images of {pred.shape[-2]}x{pred.shape[-1]} are too small; it needs sides of "
+                             f"at least {need} ({self.spec.input_rules})")
+        if self.spec.kind == FR:
+            if ref is None:
+                raise ValueError(f"{name} is full-reference: a reference batch is needed")
+            if tuple(ref.shape) != tuple(pred.shape):
+                raise ValueError(f"{name}: pred {tuple(pred.shape)} and ref {tuple(ref.shape)} differ in size")
+        if self.spec.kind == TEXT:
+            if captions is None or len(captions) != pred.shape[0]:
+                raise ValueError(f"{name} needs one caption per image ({pred.shape[0]}), got "
+                                 f"{'none' if captions is None else len(captions)}")
+            empty = [i for i, c in enumerate(captions) if not (isinstance(c, str) and c.strip())]
+            if empty:
+                raise ValueError(f"{name}: {len(empty)} of {len(captions)} captions in the batch are empty "
+                                 f"(batch positions {empty[:5]})")
+
+
+class SetScorer:
+    """A distribution metric (FID): one value for the whole set."""
+
+    spec: MetricSpec
+
+    def __init__(self, spec: MetricSpec, device: str = "cpu"):
+        self.spec = spec
+        self.device = device
+
+    def update(self, pred: torch.Tensor, ref: torch.Tensor | None) -> None:
+        """Add a batch of predictions and their references (float32 (B, 3, H, W) in [0, 1])."""
+        raise NotImplementedError
+
+    def compute(self) -> float:
+        """The set's value from everything added so far."""
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------------
+# Reference-feature cache
+# ------------------------------------------------------------------------------------------
+
+
+def image_key(img: torch.Tensor) -> str:
+    """Content key of one (3, H, W) image: SHA-1 of its float32 bytes and shape."""
+    import numpy as np
+
+    arr = np.ascontiguousarray(img.detach().to("cpu").float().numpy())
+    return hashlib.sha1(repr(arr.shape).encode() + arr.tobytes()).hexdigest()
+
+
+class FeatureCache:
+    """Features of reference images, keyed by content, stored as append-only parts under one folder.
+
+    ``root/<tag>/part-<sha1>.npz`` holds ``keys`` and ``feats``; each batch's new features are one
+    part, written atomically, so an interrupted run keeps what it computed and nothing is rewritten.
+    """
+
+    def __init__(self, root: Path, tag: str):
+        import numpy as np
+
+        self.folder = Path(root) / tag
+        self.features: dict[str, np.ndarray] = {}
+        self.hits = 0
+        self.misses = 0
+        for part in sorted(self.folder.glob("part-*.npz")) if self.folder.is_dir() else []:
+            try:
+                with np.load(part, allow_pickle=False) as z:
+                    self.features.update(zip(z["keys"].tolist(), z["feats"], strict=True))
+            except (OSError, ValueError, KeyError) as err:  # a damaged part is recomputed, not trusted
+                print(f"pirs: ignoring damaged feature cache {part}: {err}", file=sys.stderr)
+
+    def lookup(self, keys: list[str]) -> list[np.ndarray | None]:
+        """Cached features for ``keys`` (None where absent); counts hits and misses."""
+        out = [self.features.get(k) for k in keys]
+        found = sum(f is not None for f in out)
+        self.hits += found
+        self.misses += len(keys) - found
+        return out
+
+    def add(self, keys: list[str], feats: np.ndarray) -> None:
+        """Store new features as one part."""
+        import numpy as np
+
+        if not keys:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = hashlib.sha1("".join(keys).encode()).hexdigest()[:16]
+        final = self.folder / f"part-{name}.npz"
+        tmp = self.folder / f".part-{name}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, keys=np.array(keys), feats=np.asarray(feats, dtype=np.float32))
+        os.replace(tmp, final)
+        self.features.update(zip(keys, np.asarray(feats, dtype=np.float32), strict=True))
+
+
+def _cached_features(cache: FeatureCache | None, refs: torch.Tensor, compute: Any) -> np.ndarray:
+    """Features of ``refs`` from the cache where present, computing (and caching) only the rest."""
+    import numpy as np
+
+    if cache is None:
+        return compute(refs)
+    keys = [image_key(r) for r in refs]
+    found = cache.lookup(keys)
+    todo = [i for i, f in enumerate(found) if f is None]
+    if todo:
+        fresh = compute(refs[todo])
+        cache.add([keys[i] for i in todo], fresh)
+        for i, f in zip(todo, fresh, strict=True):
+            found[i] = f
+    return np.stack(found).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------
+# pyiqa metrics
+# ------------------------------------------------------------------------------------------
+
+
+class PyiqaScorer(Scorer):
+    """A pyiqa metric built with ``pyiqa.create_metric`` (pyiqa's name, defaults and kwargs)."""
+
+    def __init__(self, spec: MetricSpec, device: str = "cpu", crop_border: int = 0):
+        super().__init__(spec, device, crop_border)
+        import pyiqa
+
+        kwargs = dict(spec.backend_kwargs)
+        if "crop_border" in spec.options:
+            kwargs["crop_border"] = self.crop_border
+        self.model = pyiqa.create_metric(spec.backend_name, device=device, **kwargs)
+
+    def _score(self, pred: torch.Tensor, ref: torch.Tensor | None, captions: list[str] | None) -> torch.Tensor:
+        if self.spec.kind == FR:
+            return self.model(pred, ref)
+        return self.model(pred)
+
+
+class SsimYCbCrScorer(Scorer):
+    """SSIM on the BT.601 YCbCr Y in [16, 235], unrounded (BasicSR), from pyiqa's rgb2ycbcr and ssim."""
+
+    def _score(self, pred: torch.Tensor, ref: torch.Tensor | None, captions: list[str] | None) -> torch.Tensor:
+        return ssim_ycbcr(pred, ref, self.crop_border)
+
+
+def ssim_ycbcr(pred: torch.Tensor, ref: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
+    """(B,) SSIM of the YCbCr Y channels (x 255, float64, not rounded) after cropping ``crop_border`` pixels."""
+    import torch
+    from pyiqa.archs.ssim_arch import ssim
+    from pyiqa.utils.color_util import rgb2ycbcr
+
+    if crop_border:
+        c = crop_border
+        pred, ref = pred[..., c:-c, c:-c], ref[..., c:-c, c:-c]
+    y_pred = rgb2ycbcr(pred.to(torch.float64))[:, :1] * 255.0
+    y_ref = rgb2ycbcr(ref.to(torch.float64))[:, :1] * 255.0
+    return ssim(y_pred, y_ref, data_range=255.0)
+
+
+# ------------------------------------------------------------------------------------------
+# CLIP metrics (transformers)
+# ------------------------------------------------------------------------------------------
+
+
+class ClipModel:
+    """A transformers CLIP folder loaded once: image and text embeddings, L2-normalized."""
+
+    def __init__(self, folder: Path, device: str, text: bool):
+        from transformers import CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+        self.folder = folder
+        self.device = device
+        self.model = CLIPModel.from_pretrained(folder, local_files_only=True).to(device).eval()
+        self.processor = CLIPImageProcessor.from_pretrained(folder, local_files_only=True)
+        self.tokenizer = CLIPTokenizer.from_pretrained(folder, local_files_only=True) if text else None
+        self.max_tokens = int(self.model.config.text_config.max_position_embeddings)
+        weights = folder / "model.safetensors"
+        self.stamp = file_stamp(weights if weights.is_file() else folder / "pytorch_model.bin")
+
+    def load_text(self) -> None:
+        """Add the tokenizer (when clip-t joins a model first loaded for clip-i)."""
+        from transformers import CLIPTokenizer
+
+        if self.tokenizer is None:
+            self.tokenizer = CLIPTokenizer.from_pretrained(self.folder, local_files_only=True)
+
+    @staticmethod
+    def _features(out: Any) -> torch.Tensor:
+        return out if hasattr(out, "norm") else out.pooler_output  # transformers 4 tensor, 5 output object
+
+    def image_embeds(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, D) normalized embeddings of float (B, 3, H, W) images in [0, 1]."""
+        pixels = self.processor(images=list(images), do_rescale=False, return_tensors="pt")["pixel_values"]
+        feats = self._features(self.model.get_image_features(pixel_values=pixels.to(self.device)))
+        return feats / feats.norm(dim=-1, keepdim=True)
+
+    def text_embeds(self, captions: list[str]) -> torch.Tensor:
+        """(B, D) normalized embeddings of captions (truncated to CLIP's context length)."""
+        tokens = self.tokenizer(captions, padding=True, truncation=True, max_length=self.max_tokens,
+                                return_tensors="pt").to(self.device)
+        feats = self._features(self.model.get_text_features(**tokens))
+        return feats / feats.norm(dim=-1, keepdim=True)
+
+
+class ClipImageScorer(Scorer):
+    """CLIP-I: cosine similarity of the restored and ground-truth image embeddings."""
+
+    def __init__(self, spec: MetricSpec, clip: ClipModel, cache: FeatureCache | None = None):
+        super().__init__(spec, clip.device)
+        self.clip = clip
+        self.cache = cache
+
+    def _score(self, pred: torch.Tensor, ref: torch.Tensor | None, captions: list[str] | None) -> torch.Tensor:
+        import torch
+
+        a = self.clip.image_embeds(pred)
+        b = _cached_features(self.cache, ref, lambda x: self.clip.image_embeds(x).float().cpu().numpy())
+        return (a.float().cpu() * torch.from_numpy(b)).sum(-1)
+
+
+class ClipTextScorer(Scorer):
+    """CLIP-T: cosine similarity of the restored image's embedding and its caption's."""
+
+    def __init__(self, spec: MetricSpec, clip: ClipModel):
+        super().__init__(spec, clip.device)
+        clip.load_text()
+        self.clip = clip
+
+    def _score(self, pred: torch.Tensor, ref: torch.Tensor | None, captions: list[str] | None) -> torch.Tensor:
+        return (self.clip.image_embeds(pred) * self.clip.text_embeds(list(captions))).sum(-1)
+
+
+# ------------------------------------------------------------------------------------------
+# FID
+# ------------------------------------------------------------------------------------------
+
+
+def clean_resize(images: torch.Tensor, size: int = 299) -> torch.Tensor:
+    """clean-fid's 'clean' preprocessing of float images in [0, 1]: 8-bit, per-channel PIL bicubic in float.
+
+    Returns (B, 3, size, size) float32 in [0, 255], as pyiqa's ``ResizeDataset(mode='clean')`` gives for the
+    same images read from 8-bit files.
+    """
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    arr = (images.detach().to("cpu", torch.float32) * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+    out = np.empty((arr.shape[0], 3, size, size), dtype=np.float32)
+    for b in range(arr.shape[0]):
+        for c in range(3):
+            ch = Image.fromarray(arr[b, c].astype(np.float32))
+            out[b, c] = np.asarray(ch.resize((size, size), resample=Image.BICUBIC)).clip(0, 255)
+    return torch.from_numpy(out)
+
+
+def frechet_distance(feats1: np.ndarray, feats2: np.ndarray, method: str = "auto") -> float:
+    """Fréchet distance of two feature sets (rows are samples).
+
+    ``method="svd"`` computes the trace of sqrt(C1 C2) exactly as the sum of the singular values of
+    A1 A2^T (A = centred features / sqrt(n - 1)): no matrix square root, exact even when a set has
+    fewer samples than dimensions, where the covariances are singular. ``"sqrtm"`` is pyiqa's
+    ``frechet_distance`` (scipy ``sqrtm``). ``"auto"`` takes ``svd`` when the smaller set has at most
+    as many samples as dimensions, else ``sqrtm``.
+    """
+    import numpy as np
+
+    f1, f2 = np.asarray(feats1, dtype=np.float64), np.asarray(feats2, dtype=np.float64)
+    if min(len(f1), len(f2)) < 2:
+        raise ValueError(f"FID needs at least 2 images per set, got {len(f1)} and {len(f2)}")
+    if method == "auto":
+        method = "svd" if min(len(f1), len(f2)) <= f1.shape[1] else "sqrtm"
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    if method == "svd":
+        a1 = (f1 - mu1) / np.sqrt(len(f1) - 1)
+        a2 = (f2 - mu2) / np.sqrt(len(f2) - 1)
+        tr_sqrt = np.linalg.svd(a1 @ a2.T, compute_uv=False).sum()
+        diff = mu1 - mu2
+        return float(diff @ diff + (a1 * a1).sum() + (a2 * a2).sum() - 2 * tr_sqrt)
+    if method != "sqrtm":
+        raise ValueError(f"method must be auto, svd or sqrtm, got {method!r}")
+    from pyiqa.archs.fid_arch import frechet_distance as pyiqa_frechet
+
+    return float(pyiqa_frechet(mu1, np.cov(f1, rowvar=False), mu2, np.cov(f2, rowvar=False)))
+
+
+class FIDScorer(SetScorer):
+    """FID of the predictions against the references (clean mode, TF-FID InceptionV3 pool3)."""
+
+    def __init__(self, spec: MetricSpec, device: str = "cpu", cache: FeatureCache | None = None):
+        super().__init__(spec, device)
+        from pyiqa.archs.inception import InceptionV3
+
+        self.model = InceptionV3(output_blocks=[InceptionV3.BLOCK_INDEX_BY_DIM[_FID_DIMS]]).to(device).eval()
+        self.cache = cache
+        self.pred_feats: list[np.ndarray] = []
+        self.ref_feats: list[np.ndarray] = []
+
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        """(B, 2048) float32 pool3 features of float images in [0, 1]."""
+        import torch
+
+        x = (clean_resize(images) - 128.0) / 128.0
+        with torch.inference_mode():
+            feat = self.model(x.to(self.device), False, False)[0]
+        return feat.reshape(feat.shape[0], -1).float().cpu().numpy()
+
+    def update(self, pred: torch.Tensor, ref: torch.Tensor | None) -> None:
+        if ref is None:
+            raise ValueError("fid compares the predictions with the references: a reference batch is needed")
+        self.pred_feats.append(self.features(pred))
+        self.ref_feats.append(_cached_features(self.cache, ref, self.features))
+
+    def compute(self) -> float:
+        import numpy as np
+
+        if not self.pred_feats:
+            raise ValueError("fid: no images were added")
+        return frechet_distance(np.concatenate(self.pred_feats), np.concatenate(self.ref_feats))
+
+
+# ------------------------------------------------------------------------------------------
+# Building
+# ------------------------------------------------------------------------------------------
+
+
+def _cache_root(cache_dir: str | os.PathLike | None, fingerprint: str | None) -> Path | None:
+    if cache_dir is None or not fingerprint:
+        return None
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", fingerprint):
+        raise ValueError(f"fingerprint {fingerprint!r} cannot name a cache folder")
+    return Path(cache_dir).expanduser() / fingerprint
+
+
+def build_scorers(specs: Sequence[MetricSpec | str], device: str = "cpu", weights_dir: str | None = None,
+                  options: dict | None = None, cache_dir: str | None = None,
+                  fingerprint: str | None = None) -> list[Scorer | SetScorer]:
+    """One scorer per spec, in order. Weights are checked first (``MissingWeights`` lists every missing file);
+    each model is loaded once, offline (a download attempt raises ``DownloadBlocked``).
+
+    ``options``: ``crop_border`` (psnr/ssim family) and ``clip_model`` (clip-i, clip-t), see ``DEFAULT_OPTIONS``.
+    ``cache_dir`` and ``fingerprint`` (the test set's) enable the reference-feature cache of fid and clip-i.
+    """
+    specs = _as_specs(specs)
+    opts = resolve_options(options)
+    root = check_weights(specs, weights_dir, opts)
+    cache_root = _cache_root(cache_dir, fingerprint)
+    from . import compat
+
+    scorers: list[Scorer | SetScorer] = []
+    clips: dict[Path, ClipModel] = {}
+    with offline(root), contextlib.redirect_stdout(sys.stderr):  # pyiqa prints its loading messages
+        for spec in specs:
+            if spec.backend == "clip":
+                folder = root / clip_dir_rel(opts["clip_model"])
+                if folder not in clips:
+                    clips[folder] = ClipModel(folder, device, text=spec.kind == TEXT)
+                clip = clips[folder]
+                if spec.kind == TEXT:
+                    scorers.append(ClipTextScorer(spec, clip))
+                else:
+                    cache = None
+                    if cache_root is not None:
+                        cache = FeatureCache(cache_root, f"clip-i-{folder.name}-{clip.stamp}")
+                    scorers.append(ClipImageScorer(spec, clip, cache))
+            elif spec.name == "fid":
+                cache = None
+                if cache_root is not None:
+                    stamp = file_stamp(root / spec.weights[0])
+                    cache = FeatureCache(cache_root, f"fid-clean-{_FID_DIMS}-{stamp}")
+                scorers.append(FIDScorer(spec, device, cache))
+            elif spec.name == "ssim-ycbcr":
+                scorers.append(SsimYCbCrScorer(spec, device, opts["crop_border"]))
+            elif spec.backend == "pyiqa" and spec.kind in (FR, NR):
+                if spec.backend_name in _OPENAI_CLIP_METRICS:
+                    compat.import_openai_clip()
+                timm_fix = compat.timm_without_pretrained("vit_base_patch8_224") if spec.backend_name.startswith(
+                    "maniqa") else contextlib.nullcontext()
+                with timm_fix:
+                    scorers.append(PyiqaScorer(spec, device, opts["crop_border"]))
+            else:
+                raise ValueError(f"no scorer for metric {spec.name!r} (backend {spec.backend}, kind {spec.kind})")
+    return scorers
