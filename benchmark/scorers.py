@@ -22,15 +22,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from . import registry
 from .registry import FR, NR, TEXT, MetricSpec
 from .weights import CLIP_ALIASES, check_weights, clip_dir_rel, clip_repo, file_stamp, offline
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
 DEFAULT_OPTIONS: dict[str, Any] = {"crop_border": 0, "clip_model": "ViT-L/14"}
+_CHANNELS_LAST = {"lpips", "lpips-vgg", "dists"}  # pyiqa names of conv-net metrics run channels-last
 _OPENAI_CLIP_METRICS = {"clipiqa", "liqe", "clipscore"}  # pyiqa archs that import openai-clip
 _FID_DIMS = 2048
 
@@ -237,15 +239,45 @@ class PyiqaScorer(Scorer):
         if "crop_border" in spec.options:
             kwargs["crop_border"] = self.crop_border
         self.model = pyiqa.create_metric(spec.backend_name, device=device, **kwargs)
+        # Convolutional feature nets run about 20% faster on the CPU in channels-last layout (oneDNN);
+        # the values are the same to float rounding.
+        self.channels_last = spec.backend_name in _CHANNELS_LAST
+        if self.channels_last:
+            import torch
+
+            self.model = self.model.to(memory_format=torch.channels_last)
 
     def _score(self, pred: torch.Tensor, ref: torch.Tensor | None, captions: list[str] | None) -> torch.Tensor:
+        if self.channels_last:
+            import torch
+
+            pred = pred.contiguous(memory_format=torch.channels_last)
+            ref = ref.contiguous(memory_format=torch.channels_last) if ref is not None else None
         if self.spec.kind == FR:
             return self.model(pred, ref)
         return self.model(pred)
 
 
+class SsimScorer(Scorer):
+    """pyiqa's ``ssim`` (YIQ luma, rounded) or ``ssimc`` (RGB, rounded): pyiqa's preprocessing and formula,
+    with the 11x11 Gaussian window applied as two 1-D passes (the window is separable)."""
+
+    def _score(self, pred: torch.Tensor, ref: torch.Tensor | None, captions: list[str] | None) -> torch.Tensor:
+        import torch
+        from pyiqa.archs.func_util import preprocess_rgb
+
+        if self.crop_border:
+            c = self.crop_border
+            pred, ref = pred[..., c:-c, c:-c], ref[..., c:-c, c:-c]
+        y_channel = self.spec.backend_kwargs.get("test_y_channel", self.spec.backend_name == "ssim")
+        color_space = self.spec.backend_kwargs.get("color_space", "yiq")
+        x = preprocess_rgb(pred, y_channel, 255, color_space).to(torch.float64)
+        y = preprocess_rgb(ref, y_channel, 255, color_space).to(torch.float64)
+        return ssim_separable(x, y, data_range=255.0)
+
+
 class SsimYCbCrScorer(Scorer):
-    """SSIM on the BT.601 YCbCr Y in [16, 235], unrounded (BasicSR), from pyiqa's rgb2ycbcr and ssim."""
+    """SSIM on the BT.601 YCbCr Y in [16, 235], unrounded (BasicSR), from pyiqa's rgb2ycbcr."""
 
     def _score(self, pred: torch.Tensor, ref: torch.Tensor | None, captions: list[str] | None) -> torch.Tensor:
         return ssim_ycbcr(pred, ref, self.crop_border)
@@ -254,7 +286,6 @@ class SsimYCbCrScorer(Scorer):
 def ssim_ycbcr(pred: torch.Tensor, ref: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
     """(B,) SSIM of the YCbCr Y channels (x 255, float64, not rounded) after cropping ``crop_border`` pixels."""
     import torch
-    from pyiqa.archs.ssim_arch import ssim
     from pyiqa.utils.color_util import rgb2ycbcr
 
     if crop_border:
@@ -262,7 +293,63 @@ def ssim_ycbcr(pred: torch.Tensor, ref: torch.Tensor, crop_border: int = 0) -> t
         pred, ref = pred[..., c:-c, c:-c], ref[..., c:-c, c:-c]
     y_pred = rgb2ycbcr(pred.to(torch.float64))[:, :1] * 255.0
     y_ref = rgb2ycbcr(ref.to(torch.float64))[:, :1] * 255.0
-    return ssim(y_pred, y_ref, data_range=255.0)
+    return ssim_separable(y_pred, y_ref, data_range=255.0)
+
+
+def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    """The 1-D factor of MATLAB's ``fspecial('gaussian', size, sigma)`` (which pyiqa's ssim uses).
+
+    fspecial zeroes taps below ``eps * max``; for 11 taps at sigma 1.5 the smallest 2-D tap is
+    about 1.5e-5 of the largest, so nothing is zeroed and the window is exactly separable.
+    """
+    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    g = np.exp(-(x * x) / (2.0 * sigma * sigma))
+    assert (g[0] * g[0]) / (g.max() ** 2) > np.finfo(np.float64).eps
+    return g / g.sum()
+
+
+def _filter_moments(stack: torch.Tensor, g: np.ndarray) -> torch.Tensor:
+    """'valid' separable Gaussian filtering of every (H, W) plane of a float64 (B, C, H, W) tensor."""
+    import torch
+
+    m = len(g) // 2
+    if stack.device.type == "cpu":  # OpenCV's float64 separable filter: ~10x faster than torch's float64 conv
+        import cv2
+
+        planes = stack.detach().numpy().reshape(-1, *stack.shape[-2:])
+        out = np.stack([cv2.sepFilter2D(p, cv2.CV_64F, g, g, borderType=cv2.BORDER_REFLECT_101)[m:-m, m:-m]
+                        for p in planes])
+        return torch.from_numpy(out.reshape(*stack.shape[:2], *out.shape[-2:]))
+    import torch.nn.functional as F
+
+    n, k = stack.shape[1], torch.from_numpy(g).to(stack)
+    return F.conv2d(F.conv2d(stack, k.view(1, 1, 1, -1).expand(n, 1, 1, -1), groups=n),
+                    k.view(1, 1, -1, 1).expand(n, 1, -1, 1), groups=n)
+
+
+def ssim_separable(x: torch.Tensor, y: torch.Tensor, data_range: float = 255.0) -> torch.Tensor:
+    """pyiqa's ``ssim`` (Wang et al. 2004; 11x11 Gaussian, sigma 1.5, 'valid' filtering, no downsampling,
+    negative contrast-structure clipped to 0) on float64 (B, C, H, W) inputs; returns (B,) on the CPU.
+
+    The five local moments are filtered with a 1x11 and an 11x1 kernel, 22 taps per pixel instead of
+    121 (the interior of a bordered separable filter is exactly the 'valid' result); the value equals
+    pyiqa's within 1e-6 (pyiqa rounds its window to float32).
+    """
+    import numpy as np  # noqa: F811
+    import torch
+    import torch.nn.functional as F
+
+    c = x.shape[1]
+    if min(x.shape[-2:]) < 11:
+        raise ValueError(f"SSIM needs images of at least 11x11, got {tuple(x.shape[-2:])}")
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    stack = torch.cat([x, y, x * x, y * y, x * y], dim=1).to(torch.float64).contiguous()
+    moments = _filter_moments(stack, np.ascontiguousarray(_gaussian_1d()))
+    mu1, mu2, xx, yy, xy = moments.split(c, dim=1)
+    mu1_sq, mu2_sq, mu1_mu2 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    cs_map = F.relu((2 * (xy - mu1_mu2) + c2) / ((xx - mu1_sq) + (yy - mu2_sq) + c2))
+    ssim_map = ((2 * mu1_mu2 + c1) / (mu1_sq + mu2_sq + c1)) * cs_map
+    return ssim_map.mean([1, 2, 3]).cpu()
 
 
 # ------------------------------------------------------------------------------------------
@@ -479,6 +566,8 @@ def build_scorers(specs: Sequence[MetricSpec | str], device: str = "cpu", weight
                 scorers.append(FIDScorer(spec, device, cache))
             elif spec.name == "ssim-ycbcr":
                 scorers.append(SsimYCbCrScorer(spec, device, opts["crop_border"]))
+            elif spec.name in ("ssim", "ssimc"):
+                scorers.append(SsimScorer(spec, device, opts["crop_border"]))
             elif spec.backend == "pyiqa" and spec.kind in (FR, NR):
                 if spec.backend_name in _OPENAI_CLIP_METRICS:
                     compat.import_openai_clip()

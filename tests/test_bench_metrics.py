@@ -361,3 +361,20 @@ def test_clip_i_and_clip_t_with_a_tiny_random_clip(tiny_clip, tmp_path):
     assert isinstance(again, ClipImageScorer)
     assert torch.allclose(again.score(x, y), cross, atol=1e-6)
     assert again.cache.hits == 2 and again.cache.misses == 0
+
+
+@pytest.mark.parametrize("name", ["ssim", "ssimc", "ssim-ycbcr"])
+def test_separable_ssim_equals_pyiqa(name):
+    """The separable window gives pyiqa's own SSIM (its 11x11 conv) to 1e-6: pyiqa rounds its window to float32."""
+    import pyiqa
+    from pyiqa.archs.ssim_arch import ssim as pyiqa_ssim
+    from pyiqa.utils.color_util import rgb2ycbcr
+
+    x, y = photos_batch(3, 0, size=48), photos_batch(3, 7, size=48)
+    (ours,) = build_scorers([name])
+    got = ours.score(x, y)
+    if name == "ssim-ycbcr":
+        want = pyiqa_ssim(rgb2ycbcr(x.double())[:, :1] * 255, rgb2ycbcr(y.double())[:, :1] * 255, data_range=255.0)
+    else:
+        want = pyiqa.create_metric(name, device="cpu")(x, y)
+    assert torch.allclose(got, want.double().cpu(), atol=1e-6, rtol=0)
