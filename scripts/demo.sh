@@ -1,18 +1,37 @@
 #!/usr/bin/env bash
 # Install pirs into .venv and run the main job on the bundled sample photos (scikit-image's
-# colour photographs): degraded HQ/LQ shards with restoration prompts, and a contact sheet.
+# colour photographs): training shards with restoration prompts and a contact sheet, then a
+# Real-ESRGAN x4 test set scored for three weight-free baselines, with a table of the scores.
 set -euo pipefail
 PIRS_EXTRAS="" source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 OUT="${PIRS_DEMO_OUT:-demo}"
+METRICS="psnr,psnr-ycbcr,ssim,ssim-ycbcr"
+
+# 1. training data: SPIRE's mix of Real-ESRGAN and parameterized degradations
 .venv/bin/degrade build --pipeline mixed --out "$OUT/shards" --num-samples 64 --crop-size 256 \
   --shard-size 32 --workers 2 --seed 0
 .venv/bin/degrade preview "$OUT/shards" --out "$OUT/preview.png" --count 8
+
+# 2. a test set (Real-ESRGAN x4, LQ at 1/4 size) and three baselines that need no weights
+.venv/bin/degrade build --pipeline realesrgan --out "$OUT/testset" --num-samples 32 --crop-size 256 \
+  --flip-prob 0 --workers 2 --seed 1 --quiet
+for method in identity bicubic lanczos; do
+  .venv/bin/bench baseline "$method" --reference "$OUT/testset" --out "$OUT/predictions/$method" --overwrite
+  .venv/bin/bench evaluate "$OUT/predictions/$method" --reference "$OUT/testset" --metrics "$METRICS" \
+    --out "$OUT/results/$method.json" --quiet
+done
+.venv/bin/bench compare "$OUT/results/identity.json" "$OUT/results/bicubic.json" | tee "$OUT/results/table.txt"
+.venv/bin/bench compare "$OUT/results/bicubic.json" "$OUT/results/lanczos.json" | tee -a "$OUT/results/table.txt"
+
 cat <<MSG
 
 Demo done. Output is in $OUT/:
-  $OUT/shards/            webdataset shards (shard-*.tar), manifest.json, rejects.jsonl, README.md card
+  $OUT/shards/            training shards (shard-*.tar), manifest.json, rejects.jsonl, README.md card
   $OUT/preview.png        contact sheet: HQ | LQ | restoration prompt for the first 8 samples
-Look at it:   open $OUT/preview.png     (or any image viewer)
+  $OUT/testset/           a Real-ESRGAN x4 test set of 32 crops
+  $OUT/predictions/       identity, bicubic and lanczos predictions, one PNG per key
+  $OUT/results/           per method: summary JSON and per-image CSV; table.txt (printed above)
+Look at it:   open $OUT/preview.png; cat $OUT/results/table.txt
 Load it:      .venv/bin/python -c "import datasets; print(datasets.load_dataset('$OUT/shards')['train'][0]['json'])"
 One record:   .venv/bin/degrade show $OUT/shards 00000000
 MSG
