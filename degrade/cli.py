@@ -113,52 +113,52 @@ def cmd_recipes(a) -> int:
     return 0
 
 
+def _find_record(shards: str, key: str, command: str):
+    """``(shard, record, members)`` of ``key``, or an exit code after printing why not."""
+    from .shards import ShardError, iter_records, shard_paths
+
+    try:
+        for shard in shard_paths(shards):
+            for k, rec, members in iter_records(shard):
+                if k == key:
+                    return shard, rec, members
+    except (ShardError, FileNotFoundError) as e:
+        print(f"degrade {command}: error: {e}", file=sys.stderr)
+        return 2
+    print(f"degrade {command}: error: key {key!r} not found in {shards}", file=sys.stderr)
+    return 2
+
+
 def cmd_replay(a) -> int:
     import numpy as np
 
     from .build import decode_png
     from .pipeline import replay
     from .schema import decode_ops
-    from .shards import ShardError, iter_records, shard_paths
 
-    try:
-        for shard in shard_paths(a.shards):
-            for key, rec, members in iter_records(shard):
-                if key != a.key:
-                    continue
-                hq, lq = decode_png(members["hq.png"]), decode_png(members["lq.png"])
-                again = replay(hq, decode_ops(rec), rec["lq_upsampled"])
-                same = again.shape == lq.shape and bool(np.array_equal(again, lq))
-                if same:
-                    print(f"{key} ({shard.name}): identical: the replayed LQ equals lq.png bit for bit "
-                          f"({len(decode_ops(rec))} ops)")
-                    return 0
-                diff = (np.abs(again.astype(int) - lq.astype(int)).max() if again.shape == lq.shape
-                        else f"shape {again.shape} vs {lq.shape}")
-                print(f"{key} ({shard.name}): DIFFERENT: max abs difference {diff}")
-                return 1
-    except (ShardError, FileNotFoundError) as e:
-        print(f"degrade replay: error: {e}", file=sys.stderr)
-        return 2
-    print(f"degrade replay: error: key {a.key!r} not found in {a.shards}", file=sys.stderr)
-    return 2
+    found = _find_record(a.shards, a.key, "replay")
+    if isinstance(found, int):
+        return found
+    shard, rec, members = found
+    hq, lq = decode_png(members["hq.png"]), decode_png(members["lq.png"])
+    ops = decode_ops(rec)
+    again = replay(hq, ops, rec["lq_upsampled"])
+    if again.shape == lq.shape and bool(np.array_equal(again, lq)):
+        print(f"{a.key} ({shard.name}): identical: the replayed LQ equals lq.png bit for bit ({len(ops)} ops)")
+        return 0
+    diff = (np.abs(again.astype(int) - lq.astype(int)).max() if again.shape == lq.shape
+            else f"shape {again.shape} vs {lq.shape}")
+    print(f"{a.key} ({shard.name}): DIFFERENT: max abs difference {diff}")
+    return 1
 
 
 def cmd_show(a) -> int:
-    from .shards import ShardError, iter_records, shard_paths
-
-    try:
-        for shard in shard_paths(a.shards):
-            for key, rec, _ in iter_records(shard):
-                if key == a.key:
-                    rec = dict(rec, ops=json.loads(rec["ops"]))
-                    print(json.dumps(rec, indent=2))
-                    return 0
-    except (ShardError, FileNotFoundError) as e:
-        print(f"degrade show: error: {e}", file=sys.stderr)
-        return 2
-    print(f"degrade show: error: key {a.key!r} not found in {a.shards}", file=sys.stderr)
-    return 2
+    found = _find_record(a.shards, a.key, "show")
+    if isinstance(found, int):
+        return found
+    _, rec, _ = found
+    print(json.dumps(dict(rec, ops=json.loads(rec["ops"])), indent=2))
+    return 0
 
 
 def make_parser() -> argparse.ArgumentParser:
