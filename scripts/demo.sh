@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install pirs into .venv and run the main job on the bundled sample photos (scikit-image's
 # colour photographs): training shards with restoration prompts and a contact sheet, then a
-# Real-ESRGAN x4 test set scored for three weight-free baselines, with a table of the scores.
+# Real-ESRGAN x4 test set scored for three weight-free baselines, with a table of the scores,
+# and a leaderboard that puts them beside the papers' tables.
 set -euo pipefail
 PIRS_EXTRAS="" source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 OUT="${PIRS_DEMO_OUT:-demo}"
@@ -23,6 +24,9 @@ done
 .venv/bin/bench compare "$OUT/results/identity.json" "$OUT/results/bicubic.json" | tee "$OUT/results/table.txt"
 .venv/bin/bench compare "$OUT/results/bicubic.json" "$OUT/results/lanczos.json" | tee -a "$OUT/results/table.txt"
 
+# 3. the leaderboard: the four papers' tables beside these results
+.venv/bin/leaderboard render --results "$OUT/results" --out "$OUT/leaderboard" --quiet
+
 cat <<MSG
 
 Demo done. Output is in $OUT/:
@@ -31,7 +35,8 @@ Demo done. Output is in $OUT/:
   $OUT/testset/           a Real-ESRGAN x4 test set of 32 crops
   $OUT/predictions/       identity, bicubic and lanczos predictions, one PNG per key
   $OUT/results/           per method: summary JSON and per-image CSV; table.txt (printed above)
-Look at it:   open $OUT/preview.png; cat $OUT/results/table.txt
+  $OUT/leaderboard/       index.html (paper tables + these baselines), Markdown, CSV and plots per test set
+Look at it:   open $OUT/preview.png; cat $OUT/results/table.txt; open $OUT/leaderboard/index.html
 Load it:      .venv/bin/python -c "import datasets; print(datasets.load_dataset('$OUT/shards')['train'][0]['json'])"
 One record:   .venv/bin/degrade show $OUT/shards 00000000
 MSG

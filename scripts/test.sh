@@ -3,4 +3,8 @@
 set -euo pipefail
 PIRS_EXTRAS="[test]" source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 .venv/bin/ruff check .
+# The leaderboard's page is tested in a real headless browser (Debian's chromium).
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 .venv/bin/python -m pytest -q "$@"
