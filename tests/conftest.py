@@ -41,6 +41,15 @@ def photos(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def photos_dir(tmp_path_factory) -> Path:
+    """Four small photos shared by the tests of one module."""
+    root = tmp_path_factory.mktemp("photos")
+    for i in range(4):
+        write_png(root / f"p{i}.png", synthetic_photo(72 + 8 * i, 96, i))
+    return root
+
+
 def quick_config(out: Path, input_dir: Path | None, **kw):
     """A small, fast BuildConfig (crop 32, no progress bars)."""
     from pirs.degrade.build import BuildConfig

@@ -23,14 +23,6 @@ from pirs.degrade.shards import ShardWriter, iter_records, shard_paths
 
 
 @pytest.fixture(scope="module")
-def photos_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("photos")
-    for i in range(4):
-        write_png(root / f"p{i}.png", synthetic_photo(72 + 8 * i, 96, i))
-    return root
-
-
-@pytest.fixture(scope="module")
 def ref(tmp_path_factory, photos_dir) -> Path:
     """Six x4 Real-ESRGAN pairs: HQ 32x32, LQ 8x8, in two shards."""
     out = tmp_path_factory.mktemp("ref") / "shards"

@@ -49,14 +49,6 @@ def _recipe(folder: Path, text: str, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def photos_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("photos")
-    for i in range(4):
-        write_png(root / f"p{i}.png", synthetic_photo(72 + 8 * i, 96, i))
-    return root
-
-
-@pytest.fixture(scope="module")
 def down4(tmp_path_factory) -> Path:
     """Six crops of the bundled photographs, LQ = area-downsampled by 4 (no upsampling)."""
     root = tmp_path_factory.mktemp("down4")
