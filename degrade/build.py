@@ -291,7 +291,7 @@ def _check_one(args) -> tuple[int, SourceInfo | None, str | None]:
 
 def scan_inputs(cfg: BuildConfig, pool: ProcessPoolExecutor | None = None) -> tuple[list[SourceInfo], list[dict], int]:
     """Decode every candidate once: returns usable sources (in path order), rejects, and inputs seen."""
-    refs, rejects = discover(cfg.input)
+    refs, rejects = discover(cfg.input, exclude=cfg.out)
     seen = len(refs) + len(rejects)
     args = [(i, r, cfg.crop_size, cfg.pad, cfg.max_pixels) for i, r in enumerate(refs)]
     results: list = [None] * len(refs)

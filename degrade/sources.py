@@ -54,12 +54,14 @@ def bundled_dir() -> Path:
     return Path(skimage.data.__file__).parent
 
 
-def discover(input_path: str | None) -> tuple[list[SourceRef], list[dict]]:
+def discover(input_path: str | None, exclude: str | os.PathLike | None = None) -> tuple[list[SourceRef], list[dict]]:
     """Every candidate input under ``input_path`` (None: the bundled sample photos), sorted by path.
 
-    Returns the candidates and the inputs rejected while listing (unreadable list
-    entries, broken tar files), each ``{"path", "reason"}``.
+    ``exclude`` is a folder never searched (the build's own output, when it lies inside the
+    input folder). Returns the candidates and the inputs rejected while listing (unreadable
+    list entries, broken tar files), each ``{"path", "reason"}``.
     """
+    skip = Path(exclude).resolve() if exclude is not None else None
     if input_path is None:
         root = bundled_dir()
         return [SourceRef(name, str(root / name)) for name in sorted(SAMPLE_PHOTOS) if (root / name).is_file()], []
@@ -74,7 +76,8 @@ def discover(input_path: str | None) -> tuple[list[SourceRef], list[dict]]:
             _add_file(tar, tar.name, refs, rejects)
     elif p.is_dir():
         for dirpath, dirnames, filenames in os.walk(p):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                                 and (skip is None or (Path(dirpath) / d).resolve() != skip))
             for name in sorted(filenames):
                 if name.startswith("."):
                     continue

@@ -212,3 +212,10 @@ def test_bundled_sample_photos_are_the_default_input(tmp_path):
     srcs = {rec["source_path"] for _, rec, _ in _records(tmp_path / "o")}
     assert srcs <= {"astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg", "ihc.png",
                     "motorcycle_left.png", "retina.jpg"}
+
+
+def test_output_folder_inside_the_input_folder_is_not_read_as_input(photos):
+    out = photos / "shards"
+    first = build(quick_config(out, photos))
+    again = build(quick_config(out, photos))  # the first build's shards must not become inputs
+    assert first.inputs_seen == again.inputs_seen == 5 and again.shards_built == 0
