@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install pirs into .venv and run the main job on the bundled sample photos (scikit-image's
-# colour photographs): training shards with restoration prompts and a contact sheet, then a
+# colour photographs): training shards with restoration prompts and captions, a contact sheet, then a
 # Real-ESRGAN x4 test set scored for three weight-free baselines, with a table of the scores,
 # and a leaderboard that puts them beside the papers' tables.
 set -euo pipefail
@@ -11,7 +11,10 @@ METRICS="psnr,psnr-ycbcr,ssim,ssim-ycbcr"
 # 1. training data: SPIRE's mix of Real-ESRGAN and parameterized degradations
 .venv/bin/degrade build --pipeline mixed --out "$OUT/shards" --num-samples 64 --crop-size 256 \
   --shard-size 32 --workers 2 --seed 0
-.venv/bin/degrade preview "$OUT/shards" --out "$OUT/preview.png" --count 8
+# captions written from each record's applied degradations (no model needed; --backend llava with
+# --model DIR writes XPSR's LLaVA captions the same way)
+.venv/bin/caption run "$OUT/shards" --out "$OUT/captioned" --backend template --overwrite --quiet
+.venv/bin/degrade preview "$OUT/captioned" --out "$OUT/preview.png" --count 8
 
 # 2. a test set (Real-ESRGAN x4, LQ at 1/4 size) and three baselines that need no weights
 .venv/bin/degrade build --pipeline realesrgan --out "$OUT/testset" --num-samples 32 --crop-size 256 \
@@ -31,12 +34,13 @@ cat <<MSG
 
 Demo done. Output is in $OUT/:
   $OUT/shards/            training shards (shard-*.tar), manifest.json, rejects.jsonl, README.md card
-  $OUT/preview.png        contact sheet: HQ | LQ | restoration prompt for the first 8 samples
+  $OUT/captioned/         the same shards with low-level captions (template backend), manifest and card
+  $OUT/preview.png        contact sheet: HQ | LQ | restoration prompt and caption for the first 8 samples
   $OUT/testset/           a Real-ESRGAN x4 test set of 32 crops
   $OUT/predictions/       identity, bicubic and lanczos predictions, one PNG per key
   $OUT/results/           per method: summary JSON and per-image CSV; table.txt (printed above)
   $OUT/leaderboard/       index.html (paper tables + these baselines), Markdown, CSV and plots per test set
 Look at it:   open $OUT/preview.png; cat $OUT/results/table.txt; open $OUT/leaderboard/index.html
-Load it:      .venv/bin/python -c "import datasets; print(datasets.load_dataset('$OUT/shards')['train'][0]['json'])"
+Load it:      .venv/bin/python -c "import datasets; print(datasets.load_dataset('$OUT/captioned')['train'][0]['json'])"
 One record:   .venv/bin/degrade show $OUT/shards 00000000
 MSG

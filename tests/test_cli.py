@@ -31,7 +31,7 @@ def test_degrade_subcommand_help(sub):
     assert r.returncode == 0 and f"degrade {sub}" in r.stdout
 
 
-@pytest.mark.parametrize("name", ["caption", "restore"])
+@pytest.mark.parametrize("name", ["restore"])
 def test_unbuilt_commands_say_so_and_fail(name):
     r = run(CLIS[name])
     assert r.returncode != 0 and "not built yet" in r.stderr

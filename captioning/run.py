@@ -1,0 +1,477 @@
+"""``caption run``: read pirs shards, caption every record, write new shards, resumably.
+
+The shard is the unit of work, as in ``degrade build``. Output shard ``NAME`` holds the
+same samples as input shard ``NAME``, in the same order, with the image members
+byte-for-byte unchanged and only the caption fields of the ``json`` member rewritten.
+It is written under a temporary name, renamed when complete, then marked by
+``stats/NAME.json`` carrying the input shard's sha256 and the caption fingerprint
+(backend, model, instructions, image, generation settings). A re-run skips a shard whose
+marker matches and is complete; a shard with failed records (listed with the reason in
+``caption_failures.jsonl``, their caption fields left empty, never dropped) is marked
+incomplete and the next run captions only those records again. A crash loses at most
+the shard in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from pirs.degrade import schema
+from pirs.degrade.build import content_sha256
+from pirs.degrade.card import write_card
+from pirs.degrade.shards import ShardWriter, file_digest, iter_records, shard_paths
+
+from .backend import Backend, CaptionError, Instruction, Item
+from .instructions import load_instructions, select
+
+CAPTION_VERSION = "1.0"
+PIRS_VERSION = "0.1.0"
+STATS_DIR = "stats"
+RUN_FILE = "caption.json"
+FAILURES_FILE = "caption_failures.jsonl"
+BACKENDS = ("llava", "template", "source")
+DEFAULT_INSTRUCTIONS = {"llava": ["high", "low"], "template": ["low", "high"], "source": ["high"]}
+
+
+class RunError(RuntimeError):
+    """A caption run that cannot start or finish; the message says why."""
+
+
+@dataclass
+class CaptionConfig:
+    """Arguments of one caption run."""
+
+    shards: str
+    out: str
+    backend: str = "template"
+    model: str | None = None
+    instructions: list[str] | None = None  # default: DEFAULT_INSTRUCTIONS[backend]
+    instructions_file: str | None = None
+    image: str = "lq"
+    batch_size: int = 8
+    max_new_tokens: int = 128
+    source_field: str = "caption_source"
+    source_dir: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class CaptionResult:
+    """What a caption run did."""
+
+    out: Path
+    samples: int
+    shards: int
+    shards_done: int
+    shards_skipped: int
+    captions: int  # captions written in this run
+    failures: list[dict]  # outstanding failures (also in caption_failures.jsonl)
+    seconds: float
+    manifest: dict = field(repr=False, default_factory=dict)
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def make_backend(cfg: CaptionConfig) -> Backend:
+    """The backend named by ``cfg.backend`` (LLaVA imported only when asked for)."""
+    if cfg.backend == "template":
+        from .template import TemplateBackend
+
+        return TemplateBackend()
+    if cfg.backend == "source":
+        from .source import SourceBackend
+
+        try:
+            return SourceBackend(source_field=cfg.source_field, source_dir=cfg.source_dir)
+        except ValueError as e:
+            raise RunError(str(e)) from None
+    if cfg.backend == "llava":
+        if not cfg.model:
+            raise RunError("--backend llava needs --model DIR (a local LLaVA-1.5 checkpoint folder or a hub id)")
+        try:
+            from .llava import LlavaBackend
+        except ModuleNotFoundError as e:
+            if e.name in ("pirs.captioning.llava", "captioning.llava"):
+                raise RunError("the llava backend is not part of this installation of pirs "
+                               "(pirs/captioning/llava.py is missing)") from None
+            raise RunError(f"the llava backend needs {e.name!r}, which is not installed "
+                           "(pip install transformers accelerate)") from None
+        try:
+            return LlavaBackend(model=cfg.model, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                                device=cfg.device, dtype=cfg.dtype)
+        except ValueError as e:
+            raise RunError(str(e)) from None
+    raise RunError(f"unknown backend {cfg.backend!r} (choose from {', '.join(BACKENDS)})")
+
+
+def validate_config(cfg: CaptionConfig) -> None:
+    """Check the arguments before any work starts."""
+    if cfg.backend not in BACKENDS:
+        raise RunError(f"unknown backend {cfg.backend!r} (choose from {', '.join(BACKENDS)})")
+    if cfg.image not in ("lq", "hq"):
+        raise RunError(f"--image must be lq or hq, got {cfg.image!r}")
+    if cfg.batch_size < 1:
+        raise RunError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if cfg.max_new_tokens < 1:
+        raise RunError(f"--max-new-tokens must be at least 1, got {cfg.max_new_tokens}")
+    if cfg.backend == "template" and cfg.image == "hq":
+        raise RunError("the template backend describes the degradations applied to the LQ image; --image hq "
+                       "would caption a clean image with the LQ's degradations")
+    if cfg.source_dir is not None and cfg.backend != "source":
+        raise RunError("--source-dir is for --backend source")
+    if cfg.backend == "llava" and not cfg.model:
+        raise RunError("--backend llava needs --model DIR (a local LLaVA-1.5 checkpoint folder or a hub id)")
+
+
+# Provenance keys that do not decide what a caption says: a run resumed with a smaller batch or on
+# another device goes on in the same folder (they are still recorded in each record's caption_meta).
+_NOT_FINGERPRINTED = ("batch_size", "device")
+
+
+def _fingerprint(backend: Backend, provenance: dict[str, dict]) -> str:
+    prov = {f: {k: v for k, v in p.items() if k not in _NOT_FINGERPRINTED} for f, p in provenance.items()}
+    spec = {"caption_version": CAPTION_VERSION, "schema": schema.SCHEMA_VERSION, "backend": backend.name,
+            "provenance": prov}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _atomic_json(path: Path, obj) -> None:
+    _atomic_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def _marker(out: Path, name: str) -> Path:
+    return out / STATS_DIR / f"{name[:-4]}.json"
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+# ---------------------------------------------------------------- one shard
+
+
+@dataclass
+class _Job:
+    """One shard to caption: everything (``retry`` None) or only the failed (key, field) pairs."""
+
+    name: str
+    src: Path  # input shard
+    in_bytes: int
+    in_sha256: str
+    retry: dict[str, set[str]] | None = None
+
+
+def _decode(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _caption_items(backend: Backend, items: list[Item], ins: Instruction) -> list[tuple[str | None, str | None]]:
+    """``(caption, failure reason)`` per item; a failing batch is retried one item at a time."""
+    try:
+        outs = backend.caption(items, ins)
+    except Exception as e:  # CaptionError or anything else: isolate the item(s) that fail
+        if len(items) > 1:
+            return [r for it in items for r in _caption_items(backend, [it], ins)]
+        reason = _one_line(e) if isinstance(e, CaptionError) else f"{type(e).__name__}: {_one_line(e)}"
+        return [(None, reason)]
+    if len(outs) != len(items):
+        raise RunError(f"backend {backend.name} returned {len(outs)} captions for {len(items)} records")
+    res: list[tuple[str | None, str | None]] = []
+    for o in outs:
+        if o is None and backend.may_skip:
+            res.append((None, None))
+        elif not isinstance(o, str):
+            res.append((None, f"backend returned {type(o).__name__}, not text"))
+        elif not o.strip():
+            res.append((None, "empty output"))
+        else:
+            res.append((o.strip(), None))
+    return res
+
+
+def _batches(it: Iterator, n: int) -> Iterator[list]:
+    batch = []
+    for x in it:
+        batch.append(x)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def caption_shard(job: _Job, out: Path, cfg: CaptionConfig, backend: Backend, instructions: list[Instruction],
+                  provenance: dict[str, dict], fp: str, bar) -> dict:
+    """Caption one shard into ``out/job.name`` and write its marker; returns the marker."""
+    t0 = time.perf_counter()
+    dest = out / job.name
+    source = dest if job.retry is not None else job.src  # a retry starts from its own output
+    failures: list[dict] = []
+    count = written = 0
+    member = f"{cfg.image}.png"
+    with ShardWriter(dest) as w:
+        for batch in _batches(iter_records(source), cfg.batch_size):
+            todo = {}  # field -> indices of the batch to caption
+            for ins in instructions:
+                todo[ins.field] = [i for i, (key, _, _) in enumerate(batch)
+                                   if job.retry is None or ins.field in job.retry.get(key, ())]
+            images: dict[int, np.ndarray] = {}
+            if backend.needs_pixels:
+                for i in sorted({i for idx in todo.values() for i in idx}):
+                    key, _, members = batch[i]
+                    try:
+                        if member not in members:
+                            raise ValueError(f"no {member} member")
+                        images[i] = _decode(members[member])
+                    except Exception as e:  # an undecodable image fails its record, not the shard
+                        for f, idx in todo.items():
+                            if i in idx:
+                                idx.remove(i)
+                                failures.append({"shard": job.name, "key": key, "field": f,
+                                                 "reason": f"cannot read {member}: {_one_line(e)}"})
+            results: dict[tuple[int, str], tuple[str | None, str | None]] = {}
+            for ins in instructions:
+                idx = todo[ins.field]
+                if not idx:
+                    continue
+                items = [Item(batch[i][0], batch[i][1], images.get(i)) for i in idx]
+                for i, r in zip(idx, _caption_items(backend, items, ins), strict=True):
+                    results[(i, ins.field)] = r
+            for i, (key, rec, members) in enumerate(batch):
+                if not any((i, f) in results for f in todo):
+                    w.write(key, members)  # nothing to change: the json member too stays byte-identical
+                    count += 1
+                    continue
+                rec = dict(rec)
+                try:
+                    meta = json.loads(rec["caption_meta"]) if rec["caption_meta"] else {}
+                except json.JSONDecodeError:
+                    meta = {}
+                if not isinstance(meta, dict):
+                    meta = {}
+                for ins in instructions:
+                    if (i, ins.field) not in results:
+                        continue
+                    text, reason = results[(i, ins.field)]
+                    if reason is not None:
+                        rec[ins.field] = ""
+                        meta.pop(ins.field, None)
+                        failures.append({"shard": job.name, "key": key, "field": ins.field,
+                                         "instruction": ins.name, "reason": reason})
+                    elif text is not None:
+                        rec[ins.field] = text
+                        meta[ins.field] = provenance[ins.field]
+                        written += 1
+                rec["caption_meta"] = json.dumps(meta, sort_keys=True) if meta else ""
+                schema.validate(rec, f"{job.name}: sample {key!r}")
+                w.write(key, {**members, "json": json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()})
+                count += 1
+            bar.update(len(batch))
+    nbytes, sha = file_digest(dest)
+    models = sorted({str(p.get("model") or p["backend"]) for p in provenance.values()})
+    stats = {"shard": job.name, "samples": count, "bytes": nbytes, "sha256": sha, "input_bytes": job.in_bytes,
+             "input_sha256": job.in_sha256, "fingerprint": fp, "complete": not failures, "failures": failures,
+             "captions_written": written, "model": ", ".join(models), "seconds": round(time.perf_counter() - t0, 3),
+             "caption_version": CAPTION_VERSION}
+    _atomic_json(_marker(out, job.name), stats)
+    return stats
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _plan(out: Path, inputs: list[Path], fp: str) -> tuple[list[_Job], dict[str, dict]]:
+    """Which shards to caption (fully or only their failures) and which are complete."""
+    jobs, done = [], {}
+    for src in inputs:
+        nbytes, sha = file_digest(src)
+        job = _Job(src.name, src, nbytes, sha)
+        try:
+            st = json.loads(_marker(out, src.name).read_text())
+        except (OSError, json.JSONDecodeError):
+            st = None
+        dest = out / src.name
+        if (st and st.get("fingerprint") == fp and st.get("input_sha256") == sha and dest.is_file()
+                and dest.stat().st_size == st.get("bytes")):
+            if st.get("complete"):
+                done[src.name] = st
+                continue
+            job.retry = {}
+            for f in st.get("failures", []):
+                job.retry.setdefault(f["key"], set()).add(f["field"])
+        jobs.append(job)
+    return jobs, done
+
+
+def _check_out(cfg: CaptionConfig, out: Path, inputs: list[Path], fp: str, settings: dict) -> None:
+    run_file = out / RUN_FILE
+    names = [p.name for p in inputs]
+    if run_file.exists():
+        try:
+            prev = json.loads(run_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            prev = {}
+        same = prev.get("fingerprint") == fp and prev.get("input_shards") == names
+        if not same and not cfg.overwrite:
+            raise RunError(f"{out} holds captions of other settings or other input shards; use a new --out "
+                           "folder, or --overwrite to replace them")
+        if not same:
+            _clear(out)
+    elif any(out.glob("*.tar")):
+        if not cfg.overwrite:
+            raise RunError(f"{out} already holds shards of an unknown run; use a new --out folder or --overwrite")
+        _clear(out)
+    for tmp in list(out.glob("*.tmp")) + list((out / STATS_DIR).glob("*.tmp")):
+        tmp.unlink(missing_ok=True)
+    _atomic_json(run_file, {"fingerprint": fp, "input_shards": names, "settings": settings,
+                            "input": str(Path(cfg.shards).resolve())})
+
+
+def _clear(out: Path) -> None:
+    for p in list(out.glob("*.tar")) + list((out / STATS_DIR).glob("*.json")):
+        p.unlink()
+    for name in ("manifest.json", FAILURES_FILE, "README.md", RUN_FILE, "rejects.jsonl"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _bar(total: int | None, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="caption", unit="rec", disable=not enabled, dynamic_ncols=True, file=sys.stderr)
+
+
+def run(cfg: CaptionConfig, backend: Backend | None = None) -> CaptionResult:
+    """Caption (or resume captioning) ``cfg.shards`` into ``cfg.out``; ``backend`` overrides ``cfg.backend``."""
+    t0 = time.perf_counter()
+    validate_config(cfg)
+    src_root = Path(cfg.shards)
+    try:
+        inputs = shard_paths(src_root)
+    except FileNotFoundError as e:
+        raise RunError(str(e)) from None
+    if not inputs:
+        raise RunError(f"{cfg.shards}: no *.tar shards")
+    out = Path(cfg.out)
+    in_dir = (src_root if src_root.is_dir() else src_root.parent).resolve()
+    if out.resolve() == in_dir:
+        raise RunError(f"--out {cfg.out} is the input folder; write the captioned shards to a new folder")
+    instructions = select(cfg.instructions or DEFAULT_INSTRUCTIONS[cfg.backend],
+                          load_instructions(cfg.instructions_file))
+    if backend is None:
+        backend = make_backend(cfg)
+    provenance = {ins.field: backend.provenance(ins, cfg.image) for ins in instructions}
+    fp = _fingerprint(backend, provenance)
+    settings = {"backend": backend.name, "image": cfg.image, "batch_size": cfg.batch_size,
+                "instructions": {i.name: {"field": i.field, "text": i.text} for i in instructions},
+                "provenance": provenance}
+    out.mkdir(parents=True, exist_ok=True)
+    _check_out(cfg, out, inputs, fp, settings)
+
+    in_manifest = _read_manifest(in_dir)
+    jobs, done = _plan(out, inputs, fp)
+    counts = {s["name"]: s["samples"] for s in in_manifest.get("shards", [])}
+    total = sum(counts.get(p.name, 0) for p in inputs) if all(p.name in counts for p in inputs) else None
+    bar = _bar(total, cfg.progress)
+    bar.update(sum(st["samples"] for st in done.values()))
+    written = 0
+    try:
+        for job in jobs:
+            st = caption_shard(job, out, cfg, backend, instructions, provenance, fp, bar)
+            written += st["captions_written"]
+    finally:
+        bar.close()
+
+    stats = [json.loads(_marker(out, p.name).read_text()) for p in inputs]
+    failures = [f for st in stats for f in st["failures"]]
+    _atomic_text(out / FAILURES_FILE, "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
+    manifest = write_outputs(out, in_dir, in_manifest, stats, settings, fp, failures)
+    return CaptionResult(out=out, samples=manifest["samples"], shards=len(inputs), shards_done=len(jobs),
+                         shards_skipped=len(done), captions=written, failures=failures,
+                         seconds=time.perf_counter() - t0, manifest=manifest)
+
+
+# ---------------------------------------------------------------- manifest and card
+
+
+def _read_manifest(folder: Path) -> dict:
+    try:
+        m = json.loads((folder / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return m if isinstance(m, dict) else {}
+
+
+def write_outputs(out: Path, in_dir: Path, in_manifest: dict, stats: list[dict], settings: dict, fp: str,
+                  failures: list[dict]) -> dict:
+    """Write manifest.json (the input's, with new shards, checksums and the caption settings) and the card."""
+    in_shas = [st["input_sha256"] for st in stats]
+    manifest: dict[str, Any] = {
+        "pirs_version": PIRS_VERSION, "schema_version": schema.SCHEMA_VERSION, "fingerprint": "",
+        "args": {"crop_size": "unknown", "scale": None, "seed": "unknown"},
+        "recipe": {"name": "unknown", "version": "", "hash": "", "source": "", "resolved": None},
+        "inputs": {"seen": 0, "usable": 0, "rejected": 0}, "sample_rejects": 0,
+    }
+    manifest.update(in_manifest)
+    manifest.update({
+        "samples": sum(st["samples"] for st in stats),
+        "shards": [{"name": st["shard"], "samples": st["samples"], "bytes": st["bytes"], "sha256": st["sha256"],
+                    "model": st["model"], "complete": st["complete"], "failures": len(st["failures"]),
+                    "input_sha256": st["input_sha256"]} for st in stats],
+        "content_sha256": content_sha256([st["sha256"] for st in stats]),
+        "captions": {**settings, "fingerprint": fp, "caption_version": CAPTION_VERSION,
+                     "complete": not failures, "failures": len(failures),
+                     "input": {"folder": str(in_dir), "content_sha256": content_sha256(in_shas)}},
+    })
+    _atomic_json(out / "manifest.json", manifest)
+    rejects = in_dir / "rejects.jsonl"
+    _atomic_text(out / "rejects.jsonl", rejects.read_text() if rejects.is_file() else "")
+    r = manifest["recipe"]
+    recipe = SimpleNamespace(name=r.get("name") or "unknown", version=r.get("version") or "",
+                             hash=r.get("hash") or "", description=r.get("description") or r.get("name") or "",
+                             source=r.get("source") or "", scales=lambda: set())
+    card = write_card(out, manifest, recipe)
+    _atomic_text(card, card.read_text() + _captions_section(manifest, failures))
+    return manifest
+
+
+def _captions_section(manifest: dict, failures: list[dict]) -> str:
+    c = manifest["captions"]
+    lines = ["", "## Captions", "",
+             f"Written by pirs `caption run` with the `{c['backend']}` backend from the `{c['image']}` image "
+             f"(caption fingerprint `{c['fingerprint'][:12]}`).", "",
+             "| instruction | field | text | model |", "| --- | --- | --- | --- |"]
+    for name, ins in c["instructions"].items():
+        prov = c["provenance"][ins["field"]]
+        text = ins["text"].replace("|", "\\|")
+        lines.append(f"| `{name}` | `{ins['field']}` | {text} | {prov.get('model') or prov['backend']} |")
+    lines += ["", "Each record's `caption_meta` is a JSON object giving, per caption field, what wrote it.",
+              f"Records whose captioning failed: {len(failures)}"
+              + (" (listed in `caption_failures.jsonl`; the same `caption run` command retries them)."
+                 if failures else "."), ""]
+    return "\n".join(lines)
