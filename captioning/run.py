@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from pirs.degrade import schema
+from pirs.degrade.atomic import one_line, write_json, write_text
 from pirs.degrade.build import content_sha256
 from pirs.degrade.card import write_card
 from pirs.degrade.shards import ShardWriter, file_digest, iter_records, shard_paths
@@ -151,23 +151,8 @@ def _fingerprint(backend: Backend, provenance: dict[str, dict]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_json(path: Path, obj) -> None:
-    _atomic_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
 def _marker(out: Path, name: str) -> Path:
     return out / STATS_DIR / f"{name[:-4]}.json"
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 # ---------------------------------------------------------------- one shard
@@ -198,7 +183,7 @@ def _caption_items(backend: Backend, items: list[Item], ins: Instruction) -> lis
     except Exception as e:  # CaptionError or anything else: isolate the item(s) that fail
         if len(items) > 1:
             return [r for it in items for r in _caption_items(backend, [it], ins)]
-        reason = _one_line(e) if isinstance(e, CaptionError) else f"{type(e).__name__}: {_one_line(e)}"
+        reason = one_line(e) if isinstance(e, CaptionError) else f"{type(e).__name__}: {one_line(e)}"
         return [(None, reason)]
     if len(outs) != len(items):
         raise RunError(f"backend {backend.name} returned {len(outs)} captions for {len(items)} records")
@@ -254,7 +239,7 @@ def caption_shard(job: _Job, out: Path, cfg: CaptionConfig, backend: Backend, in
                             if i in idx:
                                 idx.remove(i)
                                 failures.append({"shard": job.name, "key": key, "field": f,
-                                                 "reason": f"cannot read {member}: {_one_line(e)}"})
+                                                 "reason": f"cannot read {member}: {one_line(e)}"})
             results: dict[tuple[int, str], tuple[str | None, str | None]] = {}
             for ins in instructions:
                 idx = todo[ins.field]
@@ -299,7 +284,7 @@ def caption_shard(job: _Job, out: Path, cfg: CaptionConfig, backend: Backend, in
              "input_sha256": job.in_sha256, "fingerprint": fp, "complete": not failures, "failures": failures,
              "captions_written": written, "model": ", ".join(models), "seconds": round(time.perf_counter() - t0, 3),
              "caption_version": CAPTION_VERSION}
-    _atomic_json(_marker(out, job.name), stats)
+    write_json(_marker(out, job.name), stats)
     return stats
 
 
@@ -349,7 +334,7 @@ def _check_out(cfg: CaptionConfig, out: Path, inputs: list[Path], fp: str, setti
         _clear(out)
     for tmp in list(out.glob("*.tmp")) + list((out / STATS_DIR).glob("*.tmp")):
         tmp.unlink(missing_ok=True)
-    _atomic_json(run_file, {"fingerprint": fp, "input_shards": names, "settings": settings,
+    write_json(run_file, {"fingerprint": fp, "input_shards": names, "settings": settings,
                             "input": str(Path(cfg.shards).resolve())})
 
 
@@ -409,7 +394,7 @@ def run(cfg: CaptionConfig, backend: Backend | None = None) -> CaptionResult:
 
     stats = [json.loads(_marker(out, p.name).read_text()) for p in inputs]
     failures = [f for st in stats for f in st["failures"]]
-    _atomic_text(out / FAILURES_FILE, "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
+    write_text(out / FAILURES_FILE, "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
     manifest = write_outputs(out, in_dir, in_manifest, stats, settings, fp, failures)
     return CaptionResult(out=out, samples=manifest["samples"], shards=len(inputs), shards_done=len(jobs),
                          shards_skipped=len(done), captions=written, failures=failures,
@@ -448,15 +433,15 @@ def write_outputs(out: Path, in_dir: Path, in_manifest: dict, stats: list[dict],
                      "complete": not failures, "failures": len(failures),
                      "input": {"folder": str(in_dir), "content_sha256": content_sha256(in_shas)}},
     })
-    _atomic_json(out / "manifest.json", manifest)
+    write_json(out / "manifest.json", manifest)
     rejects = in_dir / "rejects.jsonl"
-    _atomic_text(out / "rejects.jsonl", rejects.read_text() if rejects.is_file() else "")
+    write_text(out / "rejects.jsonl", rejects.read_text() if rejects.is_file() else "")
     r = manifest["recipe"]
     recipe = SimpleNamespace(name=r.get("name") or "unknown", version=r.get("version") or "",
                              hash=r.get("hash") or "", description=r.get("description") or r.get("name") or "",
                              source=r.get("source") or "", scales=lambda: set())
     card = write_card(out, manifest, recipe)
-    _atomic_text(card, card.read_text() + _captions_section(manifest, failures))
+    write_text(card, card.read_text() + _captions_section(manifest, failures))
     return manifest
 
 

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from . import schema
+from .atomic import one_line, write_json, write_text
 from .card import write_card
 from .ops import geometry
 from .pipeline import degrade
@@ -189,7 +190,7 @@ def _load_state(out: str, fp: str) -> None:
 def _write_inputs(out: Path, cfg: BuildConfig, sources: list[SourceInfo], fp: str) -> None:
     rows = [[s.ref.path, s.ref.location, list(s.ref.member) if s.ref.member else None, s.sha256, s.height, s.width]
             for s in sources]
-    _atomic_json(out / STATS_DIR / INPUTS_FILE, {"fingerprint": fp, "config": asdict(cfg), "sources": rows})
+    write_json(out / STATS_DIR / INPUTS_FILE, {"fingerprint": fp, "config": asdict(cfg), "sources": rows})
 
 
 class _ImageCache:
@@ -238,8 +239,8 @@ def build_shard(s: int) -> dict:
                 image = _STATE["cache"].get(src, cfg.max_pixels)
                 _, members = make_sample(cfg, recipe, src, image, i, key)
             except Exception as e:  # one bad sample is recorded and skipped, never fatal to the shard
-                reason = _one_line(e) if isinstance(e, BadInput | OSError | ValueError) else \
-                    f"{type(e).__name__}: {_one_line(e)}"
+                reason = one_line(e) if isinstance(e, BadInput | OSError | ValueError) else \
+                    f"{type(e).__name__}: {one_line(e)}"
                 rejects.append({"key": key, "path": src.ref.path, "stage": "build", "reason": reason})
             else:
                 w.write(key, members)
@@ -253,12 +254,8 @@ def build_shard(s: int) -> dict:
              "first": lo, "last": hi - 1, "rejects": rejects, "rejects_by_reason": _by_reason(rejects),
              "seconds": round(time.perf_counter() - t0, 3), "fingerprint": _STATE["fingerprint"],
              "recipe_hash": recipe.hash}
-    _atomic_json(out / STATS_DIR / f"{shard_name(s)[:-4]}.json", stats)
+    write_json(out / STATS_DIR / f"{shard_name(s)[:-4]}.json", stats)
     return stats
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 def _by_reason(rejects: list[dict]) -> dict[str, int]:
@@ -269,13 +266,6 @@ def _by_reason(rejects: list[dict]) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def _atomic_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 # ---------------------------------------------------------------- scanning inputs
 
 
@@ -284,9 +274,9 @@ def _check_one(args) -> tuple[int, SourceInfo | None, str | None]:
     try:
         return i, check(ref, crop, pad, max_pixels), None
     except BadInput as e:
-        return i, None, _one_line(e)
+        return i, None, one_line(e)
     except Exception as e:  # a decoder crash on one file must not stop the build
-        return i, None, f"could not decode ({type(e).__name__}: {_one_line(e)})"
+        return i, None, f"could not decode ({type(e).__name__}: {one_line(e)})"
 
 
 def scan_inputs(cfg: BuildConfig, pool: ProcessPoolExecutor | None = None) -> tuple[list[SourceInfo], list[dict], int]:
@@ -422,7 +412,7 @@ def _build(cfg: BuildConfig, recipe: Recipe, out: Path, pool, counter, t0: float
         _clear(out)
     for tmp in list(out.glob("*.tmp")) + list((out / STATS_DIR).glob("*.tmp")):
         tmp.unlink(missing_ok=True)
-    _atomic_json(build_file, {"fingerprint": fp, "args": _args(cfg), "pirs": PIRS_VERSION})
+    write_json(build_file, {"fingerprint": fp, "args": _args(cfg), "pirs": PIRS_VERSION})
     _write_inputs(out, cfg, sources, fp)
 
     n_shards = math.ceil(cfg.num_samples / cfg.shard_size)
@@ -527,10 +517,7 @@ def write_outputs(cfg: BuildConfig, recipe: Recipe, out: Path, fp: str, n_shards
         "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "opencv": cv2.__version__,
                      "pillow": PIL.__version__},
     }
-    _atomic_json(out / "manifest.json", manifest)
-    lines = [json.dumps(r, sort_keys=True) for r in rejects + sample_rejects]
-    tmp = out / "rejects.jsonl.tmp"
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, out / "rejects.jsonl")
+    write_json(out / "manifest.json", manifest)
+    write_text(out / "rejects.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects + sample_rejects))
     write_card(out, manifest, recipe)
     return manifest

@@ -3,13 +3,13 @@ the features of every field, so ``datasets.load_dataset(folder)`` never infers t
 
 from __future__ import annotations
 
-import os
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from . import schema
+from .atomic import write_text
 
 
 def config_name(content_sha256: str) -> str:
@@ -64,8 +64,4 @@ def write_card(out: Path, manifest: dict, recipe) -> Path:
         fingerprint=manifest["fingerprint"], schema_version=manifest["schema_version"],
         folder=out.as_posix(), field_rows=rows,
     )
-    path = out / "README.md"
-    tmp = out / "README.md.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return write_text(out / "README.md", text)
