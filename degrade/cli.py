@@ -89,6 +89,19 @@ def cmd_preview(a) -> int:
     return 0
 
 
+def cmd_gallery(a) -> int:
+    from .gallery import gallery
+    from .recipe import RecipeError
+
+    try:
+        path = gallery(a.out, tile=a.tile, seed=a.seed)
+    except (RecipeError, ValueError, OSError) as e:
+        print(f"degrade gallery: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_recipes(a) -> int:
     from .recipe import RecipeError, describe, list_recipes, load_recipe
 
@@ -172,6 +185,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="preview.png", help="PNG path (default preview.png)")
     p.add_argument("--count", type=int, default=8, help="records to draw (default 8)")
     p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
+    p = sub.add_parser("gallery", help="draw one example per universal degradation type as PNG",
+                       description="Draw one page with one example per universal degradation type and each "
+                                   "Diff-Restorer test mixture, from the bundled photos.")
+    p.add_argument("--out", default="gallery.png", help="PNG path (default gallery.png)")
+    p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the degradations (default 0)")
     p = sub.add_parser("recipes", help="list the pipelines and their stages",
                        description="List the shipped recipes with their stages; with a NAME, only that one.")
     p.add_argument("name", nargs="?", help="one recipe name or YAML path")
@@ -191,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``degrade`` command."""
     a = make_parser().parse_args(argv)
     handler = {"build": cmd_build, "preview": cmd_preview, "recipes": cmd_recipes, "replay": cmd_replay,
-               "show": cmd_show}[a.command]
+               "show": cmd_show, "gallery": cmd_gallery}[a.command]
     try:
         return handler(a)
     except BrokenPipeError:  # output piped into `head` and the like

@@ -13,7 +13,7 @@ import numpy as np
 from . import ops as ops_registry
 from .ops.jpeg import to_uint8
 from .ops.resize import resize
-from .recipe import OneOf, OpStage, Recipe, SubRecipe
+from .recipe import Choose, OneOf, OpStage, Recipe, SubRecipe
 
 
 @dataclass
@@ -70,6 +70,10 @@ class _Run:
             elif isinstance(st, OneOf):
                 j = int(self.rng.choice(len(st.branches), p=np.asarray(st.weights) / sum(st.weights)))
                 img, recipe = self.stages(st.branches[j], img, target, recipe)
+            elif isinstance(st, Choose):
+                picked = sorted(int(j) for j in self.rng.choice(len(st.branches), size=st.k, replace=False))
+                for j in picked:
+                    img, recipe = self.stages(st.branches[j], img, target, recipe)
             elif isinstance(st, SubRecipe):
                 sub = st.recipe
                 sub_target = _target(self.hq_shape, sub.scale)

@@ -2,7 +2,8 @@
 
 A recipe lists its stages in order. A stage is either an op (``op: blur`` with its
 sampling ranges, an application probability ``p`` and an optional ``id``), a choice
-between sequences (``one_of: [[...], [...]]`` with ``weights``), or another recipe
+between sequences (``one_of: [[...], [...]]`` with ``weights``), ``k`` distinct sequences of a
+list applied in list order (``choose: k`` with ``from: [[...], ...]``), or another recipe
 (``recipe: realesrgan``). ``include: NAME`` starts from another recipe and
 ``override: {stage_id: {key: value}}`` changes only the named stages' keys.
 """
@@ -81,6 +82,19 @@ class OneOf:
 
 
 @dataclass(frozen=True)
+class Choose:
+    """Run ``k`` distinct ``branches``, drawn uniformly without replacement, in list order.
+
+    The list order is the physical order of the degradations (scene, lens, optics,
+    sensor, compression), so any subset of them is applied in a sensible order.
+    """
+
+    branches: list[list[Any]]
+    k: int
+    id: str | None = None
+
+
+@dataclass(frozen=True)
 class SubRecipe:
     """Run another recipe, with its own scale and prompt rules (a branch of a mixture)."""
 
@@ -117,7 +131,7 @@ class Recipe:
 def _walk(stages: list[Any]):
     for st in stages:
         yield st
-        if isinstance(st, OneOf):
+        if isinstance(st, OneOf | Choose):
             for br in st.branches:
                 yield from _walk(br)
 
@@ -198,7 +212,7 @@ def _apply_overrides(stages: list, overrides: dict, path: Path) -> list:
                     raise RecipeError(f"{path}: override[{sid}] must be a mapping of keys to values")
                 st.update(copy.deepcopy(change))
                 seen.add(sid)
-            for br in st.get("one_of") or []:
+            for br in (st.get("one_of") or []) + (st.get("from") or []):
                 visit(br if isinstance(br, list) else [])
 
     visit(stages)
@@ -248,6 +262,17 @@ def _build_stages(raw: list, where: str, chain: tuple[str, ...]) -> list[Any]:
                 raise RecipeError(f"{here}: {e}") from None
             built = [_build_stages(b, f"{here}.one_of[{j}]", chain) for j, b in enumerate(branches)]
             out.append(OneOf(branches=built, weights=[float(w) for w in weights], id=sid))
+        elif "choose" in st:
+            extra = set(st) - {"choose", "from", "id"}
+            if extra:
+                raise RecipeError(f"{here}: unknown keys {sorted(extra)} for choose")
+            branches, k = st.get("from"), st["choose"]
+            if not isinstance(branches, list) or not branches:
+                raise RecipeError(f"{here}: choose needs 'from', a non-empty list of stage lists")
+            if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= len(branches):
+                raise RecipeError(f"{here}: choose must be an integer in 1..{len(branches)}, got {k!r}")
+            built = [_build_stages(b, f"{here}.from[{j}]", chain) for j, b in enumerate(branches)]
+            out.append(Choose(branches=built, k=k, id=sid))
         elif "recipe" in st:
             extra = set(st) - {"recipe", "id"}
             if extra:
@@ -267,7 +292,8 @@ def _build_stages(raw: list, where: str, chain: tuple[str, ...]) -> list[Any]:
                                id=sid, prompt=bool(st.get("prompt", True)), label=bool(st.get("label", True)),
                                decimals=dict(decimals)))
         else:
-            raise RecipeError(f"{here}: a stage needs one of 'op', 'one_of' or 'recipe', got keys {sorted(st)}")
+            raise RecipeError(f"{here}: a stage needs one of 'op', 'one_of', 'choose' or 'recipe', "
+                              f"got keys {sorted(st)}")
     return out
 
 
@@ -308,6 +334,8 @@ def _resolve_refs(raw_stages: list, built: list) -> list:
             r["recipe"] = b.recipe.resolved
         elif isinstance(b, OneOf):
             r["one_of"] = [_resolve_refs(rb, bb) for rb, bb in zip(r["one_of"], b.branches, strict=True)]
+        elif isinstance(b, Choose):
+            r["from"] = [_resolve_refs(rb, bb) for rb, bb in zip(r["from"], b.branches, strict=True)]
         out.append(r)
     return out
 
@@ -331,6 +359,11 @@ def describe(recipe: Recipe, indent: str = "  ") -> list[str]:
                 lines.append(f"{pad}- {st.op}{sid}{p}: {json.dumps(body, separators=(',', ':'))}")
             elif isinstance(st, OneOf):
                 lines.append(f"{pad}- one of ({', '.join(f'{w:g}' for w in st.weights)}):")
+                for j, br in enumerate(st.branches):
+                    lines.append(f"{pad}{indent}branch {j}:")
+                    walk(br, depth + 2)
+            elif isinstance(st, Choose):
+                lines.append(f"{pad}- {st.k} distinct of {len(st.branches)}, in this order:")
                 for j, br in enumerate(st.branches):
                     lines.append(f"{pad}{indent}branch {j}:")
                     walk(br, depth + 2)

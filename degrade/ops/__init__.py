@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import blur, jpeg, noise, resize, sharpen
+from . import blur, defocus, haze, jpeg, lowlight, motion, noise, rain, raindrop, resize, sharpen, snow
 
-OPS: dict[str, ModuleType] = {m.NAME: m for m in (blur, resize, noise, jpeg, sharpen)}
+OPS: dict[str, ModuleType] = {m.NAME: m for m in (blur, resize, noise, jpeg, sharpen, lowlight, haze, rain, raindrop,
+                                                    snow, motion, defocus)}
 
 
 def get(name: str) -> ModuleType:
@@ -32,4 +33,5 @@ def apply(img, op: str, params: dict):
     return get(op).apply(img, params)
 
 
-__all__ = ["OPS", "get", "apply", "blur", "jpeg", "noise", "resize", "sharpen"]
+__all__ = ["OPS", "get", "apply", "blur", "defocus", "haze", "jpeg", "lowlight", "motion", "noise", "rain", "raindrop",
+           "resize", "sharpen", "snow"]
