@@ -29,7 +29,9 @@ def card_yaml(n_samples: int, content_sha256: str) -> dict:
     return {
         "configs": [{"config_name": config_name(content_sha256), "default": True,
                      "data_files": [{"split": "train", "path": "shard-*.tar"}]}],
-        "dataset_info": {"features": schema.features_yaml()},
+        # dataset_info must name the config: without config_name, `datasets` (5.x) applies it to no
+        # config and infers the features from the data instead (seen: hq.png dropped when absent).
+        "dataset_info": {"config_name": config_name(content_sha256), "features": schema.features_yaml()},
         "pretty_name": "pirs degradation shards",
         "tags": ["image-restoration", "super-resolution", "pirs"],
         "size_categories": [_size_category(n_samples)],

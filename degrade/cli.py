@@ -76,6 +76,63 @@ def cmd_build(a) -> int:
     return 0
 
 
+def _ingest_parser(sub) -> None:
+    from .layouts import LAYOUTS
+
+    p = sub.add_parser("ingest", help="turn a paired data set (LOL, RESIDE, GoPro, RealSR, ...) into shards",
+                       description="Turn a data set that already has LQ/HQ pairs, in its authors' layout, into pirs "
+                                   "shards with the same schema, labels and manifest; unpaired real-photo layouts "
+                                   "get no hq.png. Re-running the same command resumes. Layouts: "
+                                   + ", ".join(f"{n} ({lay.description})" for n, lay in LAYOUTS.items()))
+    p.add_argument("--layout", required=True, help="data set layout: " + ", ".join(LAYOUTS))
+    p.add_argument("--input", required=True, help="root folder of the data set as distributed")
+    p.add_argument("--out", required=True, help="output folder for shards, manifest, rejects and dataset card")
+    p.add_argument("--scale", type=int, default=None, help="LQ-to-HQ scale (default: the layout's; RealSR: 2, 3, 4)")
+    p.add_argument("--crop-size", type=int, default=None, help="seeded aligned crop of this HQ size (default: whole)")
+    p.add_argument("--then", default=None, help="a further recipe (scale 1) applied to the ingested LQ, e.g. noise")
+    p.add_argument("--labels", default=None, help="comma-separated labels instead of the layout's (e.g. for 'folder')")
+    p.add_argument("--limit", type=int, default=None, help="ingest only the first N pairs (in sorted order)")
+    p.add_argument("--seed", type=int, default=0, help="seed for crops and --then (default 0)")
+    p.add_argument("--shard-size", type=int, default=1000, help="pairs per shard (default 1000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1); output is identical")
+    p.add_argument("--strict", action="store_true", help="exit non-zero if any pairing problem was found")
+    p.add_argument("--overwrite", action="store_true", help="replace a different build already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_ingest(a) -> int:
+    from .build import BuildError
+    from .ingest import IngestConfig, ingest
+    from .recipe import RecipeError
+
+    labels = [x.strip() for x in a.labels.split(",") if x.strip()] if a.labels is not None else None
+    cfg = IngestConfig(layout=a.layout, input=a.input, out=a.out, scale=a.scale, crop_size=a.crop_size, then=a.then,
+                       labels=labels, seed=a.seed, limit=a.limit, shard_size=a.shard_size, workers=a.workers,
+                       strict=a.strict, overwrite=a.overwrite, progress=not a.quiet)
+    try:
+        r = ingest(cfg)
+    except (BuildError, RecipeError, FileNotFoundError) as e:
+        print(f"degrade ingest: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ndegrade ingest: interrupted; complete shards in {a.out} are kept. Run the same command again "
+              "to finish.", file=sys.stderr)
+        return 130
+    m = r.manifest
+    print(f"\ningested {r.samples} of {r.pairs_found} pairs ({m['layout']['name']}) in {r.shards} shard(s) "
+          f"({r.shards_built} built) in {r.seconds:.1f} s")
+    if r.problems:
+        print(f"problems  {r.problems} (see {r.out}/rejects.jsonl): {m['inputs']['rejects_by_reason']}"
+              + (f", {m['sample_rejects']} pairs could not be made" if m["sample_rejects"] else ""))
+    print(f"output    {r.out}/  content sha256 {m['content_sha256'][:16]}")
+    if r.samples == 0:
+        return 1
+    if a.strict and r.problems:
+        print("degrade ingest: --strict and some files had pairing problems", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_preview(a) -> int:
     from .preview import contact_sheet
     from .shards import ShardError
@@ -153,9 +210,26 @@ def cmd_replay(a) -> int:
     if isinstance(found, int):
         return found
     shard, rec, members = found
-    hq, lq = decode_png(members["hq.png"]), decode_png(members["lq.png"])
+    lq = decode_png(members["lq.png"])
     ops = decode_ops(rec)
-    again = replay(hq, ops, rec["lq_upsampled"])
+    if rec["dataset"]:  # an ingested pair: its ops (from --then) ran on the data set's own LQ
+        if not a.source:
+            print(f"degrade replay: error: {a.key} was ingested from a {rec['dataset']} data set; give its root "
+                  "folder with --source to replay its ops", file=sys.stderr)
+            return 2
+        from .ingest import ingested_lq
+        from .ops.jpeg import to_uint8
+        from .pipeline import apply_ops, hq_to_float
+        from .sources import BadInput
+
+        try:
+            base = ingested_lq(rec, a.source)
+        except (OSError, BadInput) as e:
+            print(f"degrade replay: error: {e}", file=sys.stderr)
+            return 2
+        again = to_uint8(apply_ops(hq_to_float(base), ops)) if ops else base
+    else:
+        again = replay(decode_png(members["hq.png"]), ops, rec["lq_upsampled"])
     if again.shape == lq.shape and bool(np.array_equal(again, lq)):
         print(f"{a.key} ({shard.name}): identical: the replayed LQ equals lq.png bit for bit ({len(ops)} ops)")
         return 0
@@ -179,6 +253,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="degrade", description="pirs degradation engine: recipes -> HQ/LQ shards")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _build_parser(sub)
+    _ingest_parser(sub)
     p = sub.add_parser("preview", help="draw a contact sheet (HQ, LQ upscaled, prompt) as PNG",
                        description="Draw a contact sheet of the first records: HQ, LQ upscaled, prompt text.")
     p.add_argument("shards", help="shard folder or .tar file")
@@ -196,9 +271,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="one recipe name or YAML path")
     p.add_argument("--brief", action="store_true", help="names and descriptions only, without the stages")
     p = sub.add_parser("replay", help="rebuild one record's LQ from its stored parameters and compare",
-                       description="Rebuild one record's LQ from its hq.png and stored ops; exit 0 if identical.")
+                       description="Rebuild one record's LQ from its hq.png and stored ops; exit 0 if identical. "
+                                   "An ingested record is rebuilt from the data set's own LQ (--source).")
     p.add_argument("shards", help="shard folder or .tar file")
     p.add_argument("key", help="sample key")
+    p.add_argument("--source", default=None, help="root folder of the data set an ingested record came from")
     p = sub.add_parser("show", help="print one record's JSON with its ops decoded",
                        description="Print one record's JSON with its ops decoded.")
     p.add_argument("shards", help="shard folder or .tar file")
@@ -210,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``degrade`` command."""
     a = make_parser().parse_args(argv)
     handler = {"build": cmd_build, "preview": cmd_preview, "recipes": cmd_recipes, "replay": cmd_replay,
-               "show": cmd_show, "gallery": cmd_gallery}[a.command]
+               "show": cmd_show, "gallery": cmd_gallery, "ingest": cmd_ingest}[a.command]
     try:
         return handler(a)
     except BrokenPipeError:  # output piped into `head` and the like

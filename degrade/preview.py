@@ -39,11 +39,15 @@ def contact_sheet(folder: str, out: str, count: int = 8, tile: int = 256) -> Pat
         draw.text((x, 6), title, fill="black", font=font)
     for r, (key, rec, members) in enumerate(rows):
         y = head + r * (tile + pad)
-        hq = Image.open(_bytes(members["hq.png"])).convert("RGB")
         lq = Image.open(_bytes(members["lq.png"])).convert("RGB")
-        sheet.paste(hq.resize((tile, tile), Image.Resampling.BICUBIC), (pad, y))
+        if "hq.png" in members:
+            hq = Image.open(_bytes(members["hq.png"])).convert("RGB")
+            sheet.paste(hq.resize((tile, tile), Image.Resampling.BICUBIC), (pad, y))
+        else:  # a real photo without ground truth
+            draw.rectangle((pad, y, pad + tile - 1, y + tile - 1), fill="lightgray")
+            draw.text((pad + 8, y + tile // 2 - 8), "no HQ (real photo)", fill="black", font=small)
         sheet.paste(lq.resize((tile, tile), Image.Resampling.NEAREST), (2 * pad + tile, y))
-        lines = [f"key {key}   source {rec['source_path']}",
+        lines = [f"key {key}   source {rec['source_path'] or rec.get('lq_source_path', '')}",
                  f"recipe {rec['branch']}   scale {rec['scale']}   HQ {rec['hq_size']}  LQ {rec['lq_size']}",
                  "labels: " + (", ".join(rec["degradations"]) or "none"), "prompt:"]
         lines += textwrap.wrap(rec["restoration_prompt"], 48) or [""]

@@ -12,19 +12,26 @@ from __future__ import annotations
 import json
 from typing import Any
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
+# Fields each minor version added, with their empty values: a reader upgrades an older
+# record (a stranger's 1.0 shards) by filling them in, never by guessing anything else.
+ADDED: dict[str, dict[str, Any]] = {"1.1": {"dataset": "", "lq_source_path": "", "lq_source_sha256": ""}}
 
 # name -> (type, description). Types: string, bool, int32, int64, or [type] for a list.
 FIELDS: dict[str, tuple[Any, str]] = {
     "key": ("string", "sample key: the zero-padded sample index, no dots"),
     "schema_version": ("string", "version of this schema"),
-    "source_path": ("string", "source image, relative to the build input ('file.tar#member' inside shards)"),
+    "source_path": ("string", "source (HQ) image, relative to the input ('file.tar#member' inside shards); "
+                              "empty when the data set has no ground truth"),
     "source_sha256": ("string", "sha256 of the source image's bytes"),
+    "dataset": ("string", "layout of an ingested paired data set (e.g. lol, gopro); empty for synthesized pairs"),
+    "lq_source_path": ("string", "ingested LQ image, relative to the input; empty for synthesized pairs"),
+    "lq_source_sha256": ("string", "sha256 of the ingested LQ image's bytes; empty for synthesized pairs"),
     "source_size": (["int32"], "[height, width] of the decoded source after EXIF orientation"),
     "pad": (["int32"], "[top, bottom, left, right] reflect padding added to the source before cropping"),
     "crop_box": (["int32"], "[top, left, height, width] of the HQ crop in the padded source"),
     "flip": ("bool", "whether the crop was mirrored left-right"),
-    "hq_size": (["int32"], "[height, width] of hq.png"),
+    "hq_size": (["int32"], "[height, width] of hq.png; [] when there is no HQ (real photos without ground truth)"),
     "lq_size": (["int32"], "[height, width] of lq.png"),
     "scale": ("int32", "degradation scale: LQ size x scale = HQ size unless lq_upsampled"),
     "lq_upsampled": ("bool", "LQ was bicubically resized back to the HQ size"),
@@ -43,7 +50,7 @@ FIELDS: dict[str, tuple[Any, str]] = {
     "caption_meta": ("string", "JSON provenance of the captions (model, instruction, image, settings); empty if none"),
 }
 
-MEMBERS = ("hq.png", "lq.png", "json")
+MEMBERS = ("hq.png", "lq.png", "json")  # hq.png is absent for data sets without ground truth
 
 _PY = {"string": str, "bool": bool, "int32": int, "int64": int}
 
@@ -69,6 +76,27 @@ def validate(rec: dict, where: str = "record") -> dict:
     if "." in rec["key"] or "/" in rec["key"] or not rec["key"]:
         raise SchemaError(f"{where}: key {rec['key']!r} must be non-empty without dots or slashes")
     return rec
+
+
+def upgrade(rec: dict) -> dict:
+    """An older minor version's record with the fields added since filled with their empty values."""
+    version = rec.get("schema_version") if isinstance(rec, dict) else None
+    if not isinstance(version, str) or version == SCHEMA_VERSION or version.split(".")[0] != "1":
+        return rec
+    out = dict(rec)
+    for added_in, fields in ADDED.items():
+        if _version_tuple(version) < _version_tuple(added_in):
+            for name, empty in fields.items():
+                out.setdefault(name, empty)
+    out["schema_version"] = SCHEMA_VERSION
+    return out
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in v.split("."))
+    except ValueError:
+        return (0,)
 
 
 def _is(v: Any, typ: str) -> bool:

@@ -154,6 +154,7 @@ def iter_records(path: str | os.PathLike, validate: bool = True) -> Iterator[tup
             raise ShardError(f"{path}: sample {key!r}: json member is not valid JSON ({e})") from None
         if validate:
             try:
+                rec = schema.upgrade(rec)
                 schema.validate(rec, f"{path}: sample {key!r}")
             except schema.SchemaError as e:
                 raise ShardError(str(e)) from None

@@ -1,0 +1,421 @@
+"""``degrade ingest``: a paired data set in its authors' layout -> pirs shards, resumably.
+
+Pairs are found by the layout (:mod:`pirs.degrade.layouts`), sorted, and numbered; shard
+``s`` holds pairs ``s*shard_size ..`` and is a pure function of its index, the pairs'
+bytes and the arguments, so it is built in any order on any number of processes and a
+stopped run resumes, exactly as ``degrade build`` does (same markers, manifest, card).
+Every pairing problem (an LQ without its HQ, an HQ without its LQ, duplicate names,
+sizes that do not match the layout's scale, files that do not decode) is recorded in
+``rejects.jsonl`` with the file and the reason and counted in the manifest.
+
+``then`` applies a further degradation recipe (scale 1) to the ingested LQ, seeded from
+``(seed, index)``: Snow100K's snowy images plus Gaussian noise make Diff-Restorer's
+Snow+Noise test set. Its ops are stored, and ``degrade replay --source DIR`` rebuilds
+the LQ from the original LQ file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+
+from . import schema
+from .atomic import one_line, write_json, write_text
+from .build import (
+    PIRS_VERSION,
+    STATS_DIR,
+    BuildError,
+    _bar,
+    _by_reason,
+    _init_process,
+    _pending_shards,
+    content_sha256,
+    encode_png,
+    key_width,
+    sample_rng,
+    shard_name,
+)
+from .card import write_card
+from .labels import prompt_for
+from .layouts import Layout, Pair, get_layout
+from .ops import geometry
+from .pipeline import degrade
+from .recipe import Recipe, load_recipe
+from .shards import ShardWriter, file_digest
+from .sources import DEFAULT_MAX_PIXELS, BadInput, decode
+
+INPUTS_FILE = "ingest.json"
+
+
+@dataclass
+class IngestConfig:
+    """Arguments of one ingest; everything that changes the output goes into its fingerprint."""
+
+    layout: str
+    input: str
+    out: str
+    scale: int | None = None
+    crop_size: int | None = None
+    then: str | None = None
+    labels: list[str] | None = None
+    seed: int = 0
+    limit: int | None = None
+    shard_size: int = 1000
+    workers: int = 1
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    strict: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class IngestResult:
+    """What an ingest did."""
+
+    out: Path
+    pairs_found: int
+    samples: int
+    shards: int
+    shards_built: int
+    problems: int
+    seconds: float
+    manifest: dict = field(repr=False, default_factory=dict)
+
+
+def validate_config(cfg: IngestConfig) -> tuple[Layout, Recipe | None]:
+    """Check the arguments before any work starts; returns the layout and the ``then`` recipe."""
+    try:
+        layout = get_layout(cfg.layout)
+    except KeyError as e:
+        raise BuildError(e.args[0]) from None
+    if not Path(cfg.input).is_dir():
+        raise BuildError(f"{cfg.input}: no such folder (the root of the {layout.name} data set: {layout.description}; "
+                         f"obtain it from {layout.source})")
+    if cfg.shard_size < 1 or cfg.workers < 1:
+        raise BuildError("--shard-size and --workers must be at least 1")
+    scale = cfg.scale or layout.scale
+    if scale < 1:
+        raise BuildError(f"--scale must be a positive integer, got {scale}")
+    if cfg.crop_size is not None and (cfg.crop_size < 8 or cfg.crop_size % scale):
+        raise BuildError(f"--crop-size must be at least 8 and a multiple of the scale {scale}, got {cfg.crop_size}")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise BuildError(f"--limit must be at least 1, got {cfg.limit}")
+    recipe = None
+    if cfg.then:
+        recipe = load_recipe(cfg.then)
+        if recipe.scales() != {1}:
+            raise BuildError(f"--then {cfg.then}: a recipe applied on top of ingested LQ must keep the size "
+                             f"(scale 1), this one has scales {sorted(recipe.scales())}")
+    return layout, recipe
+
+
+def find_pairs(cfg: IngestConfig, layout: Layout) -> tuple[list[Pair], list[dict]]:
+    """The layout's pairs in a fixed order, and its pairing problems."""
+    root = Path(cfg.input)
+    pairs, problems = layout.find(root, cfg.scale or layout.scale)
+    pairs = sorted(pairs, key=lambda p: (p.lq, p.hq or ""))
+    if cfg.limit is not None:
+        pairs = pairs[: cfg.limit]
+    for p in problems:
+        p.setdefault("stage", "pair")
+    return pairs, sorted(problems, key=lambda r: r["path"])
+
+
+def fingerprint(cfg: IngestConfig, recipe: Recipe | None, pairs: list[Pair]) -> str:
+    """sha256 over everything that decides the shards' bytes (file sizes stand in for contents here;
+    each record carries the files' sha256)."""
+    root = Path(cfg.input)
+
+    def size(rel: str | None) -> int:
+        return (root / rel).stat().st_size if rel else -1
+
+    spec = {"pirs": PIRS_VERSION, "schema": schema.SCHEMA_VERSION, "layout": cfg.layout, "scale": cfg.scale,
+            "crop_size": cfg.crop_size, "then": recipe.hash if recipe else None, "labels": cfg.labels,
+            "seed": cfg.seed, "shard_size": cfg.shard_size, "max_pixels": cfg.max_pixels,
+            "pairs": [[p.lq, size(p.lq), p.hq, size(p.hq)] for p in pairs]}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- one sample
+
+
+def _read(root: Path, rel: str, max_pixels: int) -> tuple[np.ndarray, str]:
+    data = (root / rel).read_bytes()
+    return decode(data, max_pixels), hashlib.sha256(data).hexdigest()
+
+
+def align(lq: np.ndarray, hq: np.ndarray | None, scale: int, where: str) -> tuple[np.ndarray | None, bool, int]:
+    """Check an ingested pair's sizes against the scale: returns ``(hq, lq_upsampled, scale)``.
+
+    Same size: registered pair (``lq_upsampled`` when ``scale`` > 1, as RealSR V3). HQ =
+    scale x LQ, or up to ``scale - 1`` pixels more (an HQ not cut to a multiple): the HQ
+    is cut to exactly scale x LQ at its top left. Anything else is a size mismatch.
+    """
+    if hq is None:
+        return None, False, 1
+    (lh, lw), (hh, hw) = lq.shape[:2], hq.shape[:2]
+    if (lh, lw) == (hh, hw):
+        return hq, scale > 1, scale
+    if scale > 1 and 0 <= hh - lh * scale < scale and 0 <= hw - lw * scale < scale:
+        return np.ascontiguousarray(hq[: lh * scale, : lw * scale]), False, scale
+    raise BadInput(f"size mismatch: LQ {lw}x{lh}, HQ {hw}x{hh}; expected the same size or HQ = {scale} x LQ "
+                   f"({where})")
+
+
+def make_sample(cfg: IngestConfig, layout: Layout, recipe: Recipe | None, pair: Pair, index: int,
+                key: str) -> dict:
+    """Ingest one pair: returns its tar members. Pure in (the two files, arguments, seed, index)."""
+    root = Path(cfg.input)
+    scale = cfg.scale or layout.scale
+    lq, lq_sha = _read(root, pair.lq, cfg.max_pixels)
+    hq, hq_sha = _read(root, pair.hq, cfg.max_pixels) if pair.hq else (None, "")
+    hq, upsampled, eff_scale = align(lq, hq, scale, pair.lq)
+    source_size = list(hq.shape[:2] if hq is not None else lq.shape[:2])
+    rng = sample_rng(cfg.seed, index)
+    box = [0, 0, int(source_size[0]), int(source_size[1])]
+    if cfg.crop_size is not None:
+        f = 1 if (hq is None or upsampled) else eff_scale
+        big = hq if hq is not None else lq
+        if min(big.shape[:2]) < cfg.crop_size:
+            raise BadInput(f"image {big.shape[1]}x{big.shape[0]} is smaller than the crop {cfg.crop_size}")
+        grid = (big.shape[0] // f, big.shape[1] // f)
+        t, left, _, _ = geometry.sample_crop(rng, grid[0], grid[1], cfg.crop_size // f)
+        box = [t * f, left * f, cfg.crop_size, cfg.crop_size]
+        if hq is not None:
+            hq = np.ascontiguousarray(hq[box[0]: box[0] + box[2], box[1]: box[1] + box[3]])
+        lq = np.ascontiguousarray(lq[t: t + cfg.crop_size // f, left: left + cfg.crop_size // f])
+    labels = list(cfg.labels if cfg.labels is not None else layout.labels)
+    prompt = prompt_for(labels) if labels else ""
+    ops: list[dict] = []
+    branch = layout.name
+    if recipe is not None:
+        out = degrade(lq, recipe, rng, scale=1, upsample=False)
+        lq, ops, branch = out.lq, out.ops, out.branch
+        labels += [lab for lab in out.labels if lab not in labels]
+        prompt = "; ".join(t for t in (prompt, out.prompt) if t)
+    rec = schema.empty_record()
+    rec.update({
+        "key": key, "source_path": pair.hq or "", "source_sha256": hq_sha, "dataset": layout.name,
+        "lq_source_path": pair.lq, "lq_source_sha256": lq_sha, "source_size": [int(v) for v in source_size],
+        "pad": [0, 0, 0, 0], "crop_box": [int(b) for b in box], "flip": False,
+        "hq_size": [int(v) for v in hq.shape[:2]] if hq is not None else [],
+        "lq_size": [int(lq.shape[0]), int(lq.shape[1])], "scale": int(eff_scale), "lq_upsampled": bool(upsampled),
+        "recipe": f"ingest-{layout.name}" + (f"+{recipe.name}" if recipe else ""),
+        "recipe_version": recipe.version if recipe else "", "recipe_hash": recipe.hash if recipe else "",
+        "branch": branch, "seed": int(cfg.seed), "index": int(index),
+        "ops": json.dumps(ops, sort_keys=True, separators=(",", ":")),
+        "restoration_prompt": prompt or "Remove all degradation", "degradations": labels,
+    })
+    schema.validate(rec, key)
+    members = {"lq.png": encode_png(lq), "json": json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()}
+    if hq is not None:
+        members["hq.png"] = encode_png(hq)
+    return members
+
+
+def ingested_lq(rec: dict, source: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The ingested LQ of a record before any ``then`` ops, re-read from the data set at ``source``."""
+    path = Path(source) / rec["lq_source_path"]
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != rec["lq_source_sha256"]:
+        raise BadInput(f"{path}: not the file this record was made from (sha256 differs)")
+    lq = decode(data, max_pixels)
+    t, left, h, w = rec["crop_box"]
+    f = 1 if (not rec["hq_size"] or rec["lq_upsampled"]) else rec["scale"]
+    return np.ascontiguousarray(lq[t // f: (t + h) // f, left // f: (left + w) // f])
+
+
+# ---------------------------------------------------------------- one shard
+
+_STATE: dict = {}
+
+
+def _set_state(cfg: IngestConfig, pairs: list[Pair], fp: str) -> None:
+    layout, recipe = validate_config(cfg)
+    _STATE.update(cfg=cfg, layout=layout, recipe=recipe, pairs=pairs, fingerprint=fp)
+
+
+def _load_state(out: str, fp: str) -> None:
+    if _STATE.get("fingerprint") == fp:
+        return
+    data = json.loads((Path(out) / STATS_DIR / INPUTS_FILE).read_text())
+    if data["fingerprint"] != fp:
+        raise BuildError(f"{out}: {INPUTS_FILE} belongs to another run")
+    _set_state(IngestConfig(**data["config"]), [Pair(lq, hq) for lq, hq in data["pairs"]], fp)
+
+
+def _shard_task(s: int, out: str, fp: str) -> dict:
+    _load_state(out, fp)
+    return ingest_shard(s)
+
+
+def ingest_shard(s: int) -> dict:
+    """Write shard ``s`` (state from :func:`_set_state`); returns its stats."""
+    cfg: IngestConfig = _STATE["cfg"]
+    pairs: list[Pair] = _STATE["pairs"]
+    out = Path(cfg.out)
+    t0 = time.perf_counter()
+    lo, hi = s * cfg.shard_size, min((s + 1) * cfg.shard_size, len(pairs))
+    width = key_width(len(pairs))
+    rejects, count = [], 0
+    with ShardWriter(out / shard_name(s)) as w:
+        for i in range(lo, hi):
+            key = f"{i:0{width}d}"
+            try:
+                members = make_sample(cfg, _STATE["layout"], _STATE["recipe"], pairs[i], i, key)
+            except Exception as e:  # a bad pair is recorded and skipped, never fatal to the shard
+                reason = one_line(e) if isinstance(e, BadInput | OSError | ValueError) else \
+                    f"{type(e).__name__}: {one_line(e)}"
+                rejects.append({"key": key, "path": pairs[i].lq, "hq": pairs[i].hq, "stage": "ingest",
+                                "reason": reason})
+            else:
+                w.write(key, members)
+                count += 1
+            counter = _STATE.get("counter")
+            if counter is not None:
+                with counter.get_lock():
+                    counter.value += 1
+    nbytes, sha = file_digest(out / shard_name(s))
+    stats = {"shard": shard_name(s), "index": s, "samples": count, "bytes": nbytes, "sha256": sha,
+             "first": lo, "last": hi - 1, "rejects": rejects, "rejects_by_reason": _by_reason(rejects),
+             "seconds": round(time.perf_counter() - t0, 3), "fingerprint": _STATE["fingerprint"]}
+    write_json(out / STATS_DIR / f"{shard_name(s)[:-4]}.json", stats)
+    return stats
+
+
+# ---------------------------------------------------------------- the run
+
+
+def ingest(cfg: IngestConfig) -> IngestResult:
+    """Run (or resume) an ingest. Raises :class:`BuildError` if it cannot start."""
+    t0 = time.perf_counter()
+    layout, recipe = validate_config(cfg)
+    pairs, problems = find_pairs(cfg, layout)
+    if not pairs:
+        first = f"; first problem: {problems[0]['path']}: {problems[0]['reason']}" if problems else ""
+        raise BuildError(f"{cfg.input}: no {layout.name} pairs found ({layout.description}; obtain it from "
+                         f"{layout.source}){first}")
+    fp = fingerprint(cfg, recipe, pairs)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / "build.json"
+    prev = None
+    if run_file.exists():
+        try:
+            prev = json.loads(run_file.read_text()).get("fingerprint")
+        except (OSError, json.JSONDecodeError):
+            prev = None
+    if (prev is not None and prev != fp) or (prev is None and any(out.glob("shard-*.tar"))):
+        if not cfg.overwrite:
+            raise BuildError(f"{out} holds another build or ingest; use a new --out folder, or --overwrite")
+        _clear(out)
+    for tmp in list(out.glob("*.tmp")) + list((out / STATS_DIR).glob("*.tmp")):
+        tmp.unlink(missing_ok=True)
+    write_json(run_file, {"fingerprint": fp, "args": _args(cfg), "pirs": PIRS_VERSION})
+    write_json(out / STATS_DIR / INPUTS_FILE, {"fingerprint": fp, "config": asdict(cfg),
+                                               "pairs": [[p.lq, p.hq] for p in pairs]})
+    n_shards = math.ceil(len(pairs) / cfg.shard_size)
+    todo = _pending_shards(out, n_shards, fp)
+    _run(cfg, pairs, fp, todo, n_shards)
+    manifest = write_outputs(cfg, layout, recipe, out, fp, n_shards, len(pairs), problems)
+    return IngestResult(out=out, pairs_found=len(pairs), samples=manifest["samples"], shards=n_shards,
+                        shards_built=len(todo), problems=len(problems) + manifest["sample_rejects"],
+                        seconds=time.perf_counter() - t0, manifest=manifest)
+
+
+def _clear(out: Path) -> None:
+    for p in list(out.glob("shard-*.tar")) + list((out / STATS_DIR).glob("*.json")):
+        p.unlink()
+    for name in ("manifest.json", "rejects.jsonl", "README.md", "build.json"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _args(cfg: IngestConfig) -> dict:
+    d = asdict(cfg)
+    for k in ("progress", "overwrite", "workers", "strict"):
+        d.pop(k)
+    return d
+
+
+def _run(cfg: IngestConfig, pairs: list[Pair], fp: str, todo: list[int], n_shards: int) -> None:
+    done = sum(min((s + 1) * cfg.shard_size, len(pairs)) - s * cfg.shard_size
+               for s in sorted(set(range(n_shards)) - set(todo)))
+    bar = _bar(len(pairs), f"ingest {cfg.layout}", "pair", cfg.progress)
+    bar.update(done)
+    if not todo:
+        bar.close()
+        return
+    if cfg.workers == 1 or len(todo) == 1:
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        _set_state(cfg, pairs, fp)
+        try:
+            for s in todo:
+                st = ingest_shard(s)
+                bar.update(st["last"] - st["first"] + 1)
+        finally:
+            cv2.setNumThreads(threads)
+        bar.close()
+        return
+    ctx = mp.get_context("spawn")
+    counter = ctx.Value("q", 0)
+    pool = ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=ctx, initializer=_init_process,
+                               initargs=(counter,))
+    try:
+        futures = {pool.submit(_shard_task, s, cfg.out, fp) for s in todo}
+        last = 0
+        while futures:
+            finished, futures = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
+            for f in finished:
+                f.result()
+            bar.update(counter.value - last)
+            last = counter.value
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    bar.close()
+
+
+def write_outputs(cfg: IngestConfig, layout: Layout, recipe: Recipe | None, out: Path, fp: str, n_shards: int,
+                  n_pairs: int, problems: list[dict]) -> dict:
+    """Write manifest.json, rejects.jsonl and the dataset card from the shard markers."""
+    stats = [json.loads((out / STATS_DIR / f"{shard_name(s)[:-4]}.json").read_text()) for s in range(n_shards)]
+    sample_rejects = [r for st in stats for r in st["rejects"]]
+    name = f"ingest-{layout.name}" + (f"+{recipe.name}" if recipe else "")
+    manifest = {
+        "pirs_version": PIRS_VERSION,
+        "schema_version": schema.SCHEMA_VERSION,
+        "fingerprint": fp,
+        "args": _args(cfg),
+        "layout": {"name": layout.name, "description": layout.description, "source": layout.source,
+                   "labels": list(layout.labels), "scale": cfg.scale or layout.scale, "paired": layout.paired},
+        "recipe": ({"name": recipe.name, "version": recipe.version, "hash": recipe.hash, "source": recipe.source,
+                    "resolved": recipe.resolved} if recipe else None),
+        "inputs": {"seen": n_pairs + len(problems), "usable": n_pairs, "rejected": len(problems), "used": n_pairs,
+                   "rejects_by_reason": _by_reason(problems)},
+        "samples": sum(st["samples"] for st in stats),
+        "sample_rejects": len(sample_rejects),
+        "shards": [{"name": st["shard"], "samples": st["samples"], "bytes": st["bytes"], "sha256": st["sha256"]}
+                   for st in stats],
+        "content_sha256": content_sha256([st["sha256"] for st in stats]),
+    }
+    write_json(out / "manifest.json", manifest)
+    write_text(out / "rejects.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n"
+                                              for r in problems + sample_rejects))
+    card_args = dict(manifest["args"], crop_size=cfg.crop_size or "whole images", scale=cfg.scale or layout.scale)
+    like_recipe = SimpleNamespace(name=name, version=recipe.version if recipe else PIRS_VERSION,
+                                  hash=recipe.hash if recipe else fp, description=layout.description,
+                                  source=layout.source, scales=lambda: {cfg.scale or layout.scale})
+    write_card(out, dict(manifest, args=card_args), like_recipe)
+    return manifest
