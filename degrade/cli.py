@@ -91,6 +91,8 @@ def _ingest_parser(sub) -> None:
     p.add_argument("--crop-size", type=int, default=None, help="seeded aligned crop of this HQ size (default: whole)")
     p.add_argument("--then", default=None, help="a further recipe (scale 1) applied to the ingested LQ, e.g. noise")
     p.add_argument("--labels", default=None, help="comma-separated labels instead of the layout's (e.g. for 'folder')")
+    p.add_argument("--match", action="append", default=None,
+                   help="only LQ files whose path (relative to --input) matches this glob, e.g. 'test/*'; repeatable")
     p.add_argument("--limit", type=int, default=None, help="ingest only the first N pairs (in sorted order)")
     p.add_argument("--seed", type=int, default=0, help="seed for crops and --then (default 0)")
     p.add_argument("--shard-size", type=int, default=1000, help="pairs per shard (default 1000)")
@@ -107,8 +109,8 @@ def cmd_ingest(a) -> int:
 
     labels = [x.strip() for x in a.labels.split(",") if x.strip()] if a.labels is not None else None
     cfg = IngestConfig(layout=a.layout, input=a.input, out=a.out, scale=a.scale, crop_size=a.crop_size, then=a.then,
-                       labels=labels, seed=a.seed, limit=a.limit, shard_size=a.shard_size, workers=a.workers,
-                       strict=a.strict, overwrite=a.overwrite, progress=not a.quiet)
+                       labels=labels, match=a.match, seed=a.seed, limit=a.limit, shard_size=a.shard_size,
+                       workers=a.workers, strict=a.strict, overwrite=a.overwrite, progress=not a.quiet)
     try:
         r = ingest(cfg)
     except (BuildError, RecipeError, FileNotFoundError) as e:
@@ -130,6 +132,77 @@ def cmd_ingest(a) -> int:
     if a.strict and r.problems:
         print("degrade ingest: --strict and some files had pairing problems", file=sys.stderr)
         return 1
+    return 0
+
+
+def _testset_parser(sub) -> None:
+    p = sub.add_parser("testset", help="build a standard test set (datasets/*.yaml) from a local copy of its source",
+                       description="Build a standard test set from a local copy of its source, check the expected "
+                                   "file counts, and print its fingerprint (compared with the published one when "
+                                   "the test-set file has it). With --list, list the test sets; with --show, "
+                                   "describe one.")
+    p.add_argument("name", nargs="?", help="test set name (see --list) or path to a test-set YAML")
+    p.add_argument("--source", help="root folder of the local copy of the source data set")
+    p.add_argument("--out", help="output folder for the test set's shards")
+    p.add_argument("--list", action="store_true", help="list the standard test sets")
+    p.add_argument("--show", action="store_true", help="describe the test set without building it")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="build even if the source holds another number of files than expected (a stand-in)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="build only the first N samples: a quick look, not the test set (no fingerprint check)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1); output is identical")
+    p.add_argument("--overwrite", action="store_true", help="replace a different build already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_testset(a) -> int:
+    from .build import BuildError
+    from .recipe import RecipeError
+    from .testsets import TestsetError, build_testset, describe, list_testsets, load_testset
+
+    if a.list:
+        for name in list_testsets():
+            ts = load_testset(name)
+            print(f"{name:26s} {ts.kind:6s} {ts.source.dataset} ({ts.source.split}): {ts.description}")
+        return 0
+    if not a.name:
+        print("degrade testset: error: give a test set NAME (see degrade testset --list)", file=sys.stderr)
+        return 2
+    try:
+        ts = load_testset(a.name)
+    except TestsetError as e:
+        print(f"degrade testset: error: {e}", file=sys.stderr)
+        return 2
+    if a.show:
+        print("\n".join(describe(ts)))
+        return 0
+    if not a.source or not a.out:
+        print("degrade testset: error: --source and --out are required to build a test set\n"
+              + "\n".join(describe(ts)), file=sys.stderr)
+        return 2
+    try:
+        m = build_testset(ts, a.source, a.out, workers=a.workers, progress=not a.quiet,
+                          allow_partial=a.allow_partial, overwrite=a.overwrite, limit=a.limit)
+    except (TestsetError, BuildError, RecipeError) as e:
+        print(f"degrade testset: error: {e}", file=sys.stderr)
+        return 2
+    fp = m["content_sha256"]
+    print(f"\ntest set {ts.name} {ts.version}: {m['samples']} samples in {a.out}")
+    print(f"fingerprint {fp}")
+    print("metrics    " + ", ".join(x["name"] for x in ts.metrics))
+    if m.get("sample_rejects") or m["inputs"]["rejected"]:
+        print(f"problems   {m['inputs']['rejected']} source files and {m['sample_rejects']} samples rejected "
+              f"(see {a.out}/rejects.jsonl)")
+    if a.limit or a.allow_partial:
+        print("partial    built with --limit/--allow-partial: not the published test set, fingerprint not checked")
+    elif ts.fingerprint:
+        if fp != ts.fingerprint:
+            print(f"degrade testset: the fingerprint differs from the published {ts.fingerprint}: this is not the "
+                  "same test set (another source copy or pirs version)", file=sys.stderr)
+            return 1
+        print("matches    the published fingerprint")
+    else:
+        print("published  none yet: compare fingerprints with whoever you share results with")
     return 0
 
 
@@ -254,6 +327,7 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _build_parser(sub)
     _ingest_parser(sub)
+    _testset_parser(sub)
     p = sub.add_parser("preview", help="draw a contact sheet (HQ, LQ upscaled, prompt) as PNG",
                        description="Draw a contact sheet of the first records: HQ, LQ upscaled, prompt text.")
     p.add_argument("shards", help="shard folder or .tar file")
@@ -287,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``degrade`` command."""
     a = make_parser().parse_args(argv)
     handler = {"build": cmd_build, "preview": cmd_preview, "recipes": cmd_recipes, "replay": cmd_replay,
-               "show": cmd_show, "gallery": cmd_gallery, "ingest": cmd_ingest}[a.command]
+               "show": cmd_show, "gallery": cmd_gallery, "ingest": cmd_ingest,
+               "testset": cmd_testset}[a.command]
     try:
         return handler(a)
     except BrokenPipeError:  # output piped into `head` and the like

@@ -16,6 +16,7 @@ the LQ from the original LQ file.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import math
@@ -68,6 +69,7 @@ class IngestConfig:
     crop_size: int | None = None
     then: str | None = None
     labels: list[str] | None = None
+    match: list[str] | None = None
     seed: int = 0
     limit: int | None = None
     shard_size: int = 1000
@@ -123,6 +125,10 @@ def find_pairs(cfg: IngestConfig, layout: Layout) -> tuple[list[Pair], list[dict
     """The layout's pairs in a fixed order, and its pairing problems."""
     root = Path(cfg.input)
     pairs, problems = layout.find(root, cfg.scale or layout.scale)
+    if cfg.match:  # only the part of the data set asked for (e.g. its test split)
+        pairs = [p for p in pairs if any(fnmatch.fnmatchcase(p.lq, pat) for pat in cfg.match)]
+        problems = [p for p in problems if p["path"] == "." or any(fnmatch.fnmatchcase(p["path"], pat)
+                                                                  for pat in cfg.match)]
     pairs = sorted(pairs, key=lambda p: (p.lq, p.hq or ""))
     if cfg.limit is not None:
         pairs = pairs[: cfg.limit]
@@ -141,6 +147,7 @@ def fingerprint(cfg: IngestConfig, recipe: Recipe | None, pairs: list[Pair]) -> 
 
     spec = {"pirs": PIRS_VERSION, "schema": schema.SCHEMA_VERSION, "layout": cfg.layout, "scale": cfg.scale,
             "crop_size": cfg.crop_size, "then": recipe.hash if recipe else None, "labels": cfg.labels,
+            "match": cfg.match,
             "seed": cfg.seed, "shard_size": cfg.shard_size, "max_pixels": cfg.max_pixels,
             "pairs": [[p.lq, size(p.lq), p.hq, size(p.hq)] for p in pairs]}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()

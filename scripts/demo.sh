@@ -15,6 +15,10 @@ METRICS="psnr,psnr-ycbcr,ssim,ssim-ycbcr"
 # --model DIR writes XPSR's LLaVA captions the same way)
 .venv/bin/caption run "$OUT/shards" --out "$OUT/captioned" --backend template --overwrite --quiet
 .venv/bin/degrade preview "$OUT/captioned" --out "$OUT/preview.png" --count 8
+# Diff-Restorer's universal degradations: a small mixed set and one example of each type
+.venv/bin/degrade build --pipeline universal --out "$OUT/universal" --num-samples 16 --crop-size 256 \
+  --shard-size 16 --seed 0 --quiet
+.venv/bin/degrade gallery --out "$OUT/gallery.png" --tile 192
 
 # 2. a test set (Real-ESRGAN x4, LQ at 1/4 size) and three baselines that need no weights
 .venv/bin/degrade build --pipeline realesrgan --out "$OUT/testset" --num-samples 32 --crop-size 256 \
@@ -36,6 +40,8 @@ Demo done. Output is in $OUT/:
   $OUT/shards/            training shards (shard-*.tar), manifest.json, rejects.jsonl, README.md card
   $OUT/captioned/         the same shards with low-level captions (template backend), manifest and card
   $OUT/preview.png        contact sheet: HQ | LQ | restoration prompt and caption for the first 8 samples
+  $OUT/universal/         16 pairs with one of Diff-Restorer's eight degradation types each
+  $OUT/gallery.png        one example per degradation type and per Diff-Restorer test mixture
   $OUT/testset/           a Real-ESRGAN x4 test set of 32 crops
   $OUT/predictions/       identity, bicubic and lanczos predictions, one PNG per key
   $OUT/results/           per method: summary JSON and per-image CSV; table.txt (printed above)

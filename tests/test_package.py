@@ -38,14 +38,18 @@ def test_wheel_contains_the_namespace_packages_and_recipes(tmp_path):
     wheel = next(tmp_path.glob("pirs-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for must in ("pirs/degrade/__init__.py", "pirs/degrade/recipes/realesrgan.yaml", "pirs/degrade/card_template.md",
-                 "pirs/captioning/cli.py", "pirs/benchmark/cli.py", "pirs/models/cli.py", "pirs/leaderboard/cli.py"):
+                 "pirs/captioning/cli.py", "pirs/benchmark/cli.py", "pirs/models/cli.py", "pirs/leaderboard/cli.py",
+                 "pirs/testsets/realsr.yaml", "pirs/testsets/dr-snow-noise.yaml"):
         assert must in names, must
     assert "pirs/__init__.py" not in names  # implicit namespace
+    assert "pirs/testsets/__init__.py" not in names  # the test-set files stay data
     assert not any(n.startswith(("degrade/", "models/", "benchmark/", "datasets/")) for n in names)
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
-    code = ("import pirs.degrade as d; r = d.load_recipe('realesrgan-light'); "
-            f"print(d.__file__.startswith({str(target)!r}), r.name)")
+    code = ("import pirs.degrade as d; from pirs.degrade.testsets import testsets_dir, load_testset; "
+            "r = d.load_recipe('realesrgan-light'); "
+            f"print(d.__file__.startswith({str(target)!r}), r.name, str(testsets_dir()).startswith({str(target)!r}), "
+            "load_testset('realsr').name)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"})
-    assert out.stdout.split() == ["True", "realesrgan-light"], out.stderr
+    assert out.stdout.split() == ["True", "realesrgan-light", "True", "realsr"], out.stderr

@@ -41,3 +41,27 @@ def test_yaml_features_match_datasets_own_serialisation():
 def test_every_field_is_documented():
     for name, (typ, desc) in schema.FIELDS.items():
         assert desc and typ, name
+
+
+def test_a_schema_1_0_record_is_upgraded_not_refused(tmp_path):
+    import json
+
+    from pirs.degrade.schema import ADDED, SCHEMA_VERSION, empty_record, upgrade, validate
+    from pirs.degrade.shards import ShardWriter, iter_records
+
+    old = empty_record()
+    for name in ADDED["1.1"]:
+        del old[name]
+    old.update(key="00000001", schema_version="1.0")
+    with pytest.raises(Exception, match="missing fields"):
+        validate(dict(old))
+    new = upgrade(old)
+    assert new["schema_version"] == SCHEMA_VERSION and new["dataset"] == "" and validate(new)
+    assert "dataset" not in old  # the input is not modified
+    shard = tmp_path / "old.tar"
+    with ShardWriter(shard) as w:
+        w.write("00000001", {"json": json.dumps(old).encode(), "lq.png": b"x"})
+    [(key, rec, _)] = list(iter_records(shard))
+    assert rec["lq_source_path"] == "" and rec["schema_version"] == SCHEMA_VERSION
+    future = dict(old, schema_version="2.0")
+    assert upgrade(future) is future  # another major version is left to fail validation
