@@ -143,6 +143,33 @@ def iter_samples(path: str | os.PathLike, max_member_bytes: int = MAX_MEMBER_BYT
         yield key, group
 
 
+def index_samples(path: str | os.PathLike, max_member_bytes: int = MAX_MEMBER_BYTES) -> dict[str, dict[str, tuple]]:
+    """``{key: {ext: (offset, size)}}`` of a shard's members, with :func:`iter_samples`' checks, for random access.
+
+    Read a member with ``f.seek(offset); f.read(size)``. Raises :class:`ShardError` like
+    :func:`iter_samples` does.
+    """
+    name = str(path)
+    out: dict[str, dict[str, tuple]] = {}
+    try:
+        with tarfile.open(path, "r:") as tf:
+            for m in tf:
+                if not m.isfile():
+                    raise ShardError(f"{name}: member {m.name!r} is not a regular file (links are refused)")
+                if "/" in m.name or "\\" in m.name or m.name.startswith(".") or ".." in m.name or "." not in m.name:
+                    raise ShardError(f"{name}: member {m.name!r} has a path separator, '..' or no extension")
+                if m.size > max_member_bytes:
+                    raise ShardError(f"{name}: member {m.name!r} is {m.size} bytes, over the {max_member_bytes} limit")
+                k, ext = m.name.split(".", 1)
+                group = out.setdefault(k, {})
+                if ext in group:
+                    raise ShardError(f"{name}: member {m.name!r} appears twice in sample {k!r}")
+                group[ext] = (m.offset_data, m.size)
+    except tarfile.TarError as e:
+        raise ShardError(f"{name}: not a readable tar ({e})") from None
+    return out
+
+
 def iter_records(path: str | os.PathLike, validate: bool = True) -> Iterator[tuple[str, dict, dict]]:
     """Yield ``(key, record, members)`` for each sample of a pirs shard."""
     for key, members in iter_samples(path):

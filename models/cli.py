@@ -1,18 +1,140 @@
-"""`restore`: reference training and inference (not built yet)."""
+"""``restore``: reference training and inference of the prompt-driven restorers on pirs shards."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
+def _train_parser(sub) -> None:
+    p = sub.add_parser("train", help="train a method on pirs shards (resumes from the newest checkpoint in --out)",
+                       description="Train a method on pirs shards with accelerate. Re-running the same command "
+                                   "resumes from the newest checkpoint in --out, exactly.")
+    p.add_argument("--method", required=True, help="method name (see `restore methods`)")
+    p.add_argument("--data", required=True, help="pirs shard folder")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, validation images")
+    p.add_argument("--config", default=None, help="config name (tiny, sd15, ...) or YAML path (default: tiny "
+                                                  "without --base, else sd15)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key (repeatable)")
+    p.add_argument("--base", default=None, help="local folder with the base model's weights (diffusers layout)")
+    p.add_argument("--max-steps", type=int, default=1000, help="optimizer steps in total (default 1000)")
+    p.add_argument("--batch-size", type=int, default=4, help="samples per micro-batch (default 4)")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
+    p.add_argument("--learning-rate", type=float, default=None, help="AdamW learning rate (default: the config's)")
+    p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="accelerate's setting")
+    p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    p.add_argument("--validate-every", type=int, default=0, help="steps between validation images (0: never)")
+    p.add_argument("--ema-decay", type=float, default=0.0, help="EMA of the trainable weights (0: off)")
+    p.add_argument("--log-every", type=int, default=10, help="steps between log lines (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of data order, noise and timesteps (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _predict_parser(sub) -> None:
+    p = sub.add_parser("predict", help="restore every record of a shard folder into KEY.png files and run.json",
+                       description="Restore every record of a shard folder with a trained checkpoint; writes "
+                                   "KEY.png per record and run.json, which `bench evaluate` reads.")
+    p.add_argument("--checkpoint", required=True, help="run folder (newest checkpoint) or one checkpoint folder")
+    p.add_argument("--input", required=True, help="pirs shard folder (a test set)")
+    p.add_argument("--out", required=True, help="predictions folder")
+    p.add_argument("--method", default=None, help="check that the checkpoint is of this method")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting noise (default 0)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per batch (default 4)")
+    p.add_argument("--base", default=None, help="local base-model folder (default: the one the run trained on)")
+    p.add_argument("--prompt", dest="restoration_prompt", default=None,
+                   help="restoration prompt for every image (default: each record's)")
+    p.add_argument("--semantic-prompt", default=None, help="semantic prompt for every image (default: each record's)")
+    p.add_argument("--blind", action="store_true", help='"Remove all degradation" with an empty semantic prompt')
+    p.add_argument("--ema", action="store_true", help="use the EMA weights if the run kept them")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_train(a) -> int:
+    from .components import WeightsMissing
+    from .data import DataError
+    from .method import ConfigError
+    from .train import TrainConfig, train
+
+    config = a.config or ("sd15" if a.base else "tiny")
+    tc = TrainConfig(method=a.method, data=a.data, out=a.out, config=config, overrides=a.overrides, base=a.base,
+                     max_steps=a.max_steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
+                     learning_rate=a.learning_rate, mixed_precision=a.mixed_precision,
+                     checkpoint_every=a.checkpoint_every, validate_every=a.validate_every, ema_decay=a.ema_decay,
+                     log_every=a.log_every, seed=a.seed, progress=not a.quiet)
+    try:
+        r = train(tc)
+    except (WeightsMissing, DataError, ConfigError, KeyError, ValueError) as e:
+        print(f"restore train: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nrestore train: interrupted; run the same command to resume from the newest checkpoint in "
+              f"{a.out}", file=sys.stderr)
+        return 130
+    print(f"trained {a.method} to step {r.get('step', r['start'])} (resumed at {r['start']}), loss "
+          f"{r.get('loss', float('nan')):.4f}; parameters {r['parameters']}; checkpoints in {a.out}/")
+    return 0
+
+
+def cmd_predict(a) -> int:
+    from .components import WeightsMissing
+    from .data import DataError
+    from .predict import PredictConfig, predict
+
+    pc = PredictConfig(checkpoint=a.checkpoint, input=a.input, out=a.out, method=a.method, steps=a.steps,
+                       seed=a.seed, batch_size=a.batch_size, base=a.base, restoration_prompt=a.restoration_prompt,
+                       semantic_prompt=a.semantic_prompt, blind=a.blind, use_ema=a.ema, progress=not a.quiet)
+    try:
+        run = predict(pc)
+    except (WeightsMissing, DataError, FileNotFoundError, KeyError, ValueError) as e:
+        print(f"restore predict: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(run['prompts'])} predictions and run.json to {a.out}/ "
+          f"({run['method']}, step {run['step']}, {run['sampler']} {run['steps']} steps, seed {run['seed']})")
+    print(f"score     bench evaluate {a.out} --reference {a.input}")
+    return 0
+
+
+def cmd_methods(a) -> int:
+    from .method import configs_dir, get_method, load_config, method_names
+
+    rows = []
+    for name in method_names():
+        cls = get_method(name)
+        configs = sorted(p.stem for p in configs_dir(name).glob("*.yaml"))
+        counts = cls.build(load_config(name, "tiny")).parameter_counts() if a.counts else None
+        rows.append({"method": name, "configs": configs, "doc": (cls.__doc__ or "").strip().splitlines()[0],
+                     "tiny_parameters": counts})
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        extra = f"  tiny: {r['tiny_parameters']}" if r["tiny_parameters"] else ""
+        print(f"{r['method']:14s} configs: {', '.join(r['configs'])}  {r['doc']}{extra}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The ``restore`` argument parser."""
+    parser = argparse.ArgumentParser(prog="restore", description="pirs restore: reference training and inference "
+                                     "of prompt-driven diffusion restorers on pirs shards")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _train_parser(sub)
+    _predict_parser(sub)
+    p = sub.add_parser("methods", help="list the methods and their configs",
+                       description="List the methods, their shipped configs and (with --counts) the tiny "
+                                   "configuration's trainable and frozen parameter counts.")
+    p.add_argument("--counts", action="store_true", help="build each tiny model and count its parameters")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Say that `restore` is not built yet and exit non-zero."""
-    parser = argparse.ArgumentParser(
-        prog="restore", description="pirs restore: reference training and inference. Not built yet.")
-    parser.parse_args(argv)
-    print("restore: not built yet in this version of pirs (reference training and inference).", file=sys.stderr)
-    return 2
+    """Entry point of the ``restore`` command."""
+    a = make_parser().parse_args(argv)
+    return {"train": cmd_train, "predict": cmd_predict, "methods": cmd_methods}[a.command](a)
 
 
 if __name__ == "__main__":

@@ -25,16 +25,21 @@ def test_help(name):
     assert r.returncode == 0 and "usage:" in r.stdout
 
 
-@pytest.mark.parametrize("sub", ["build", "preview", "recipes", "replay", "show"])
+@pytest.mark.parametrize("sub", ["build", "preview", "recipes", "replay", "show", "gallery", "ingest", "testset"])
 def test_degrade_subcommand_help(sub):
     r = run(CLIS["degrade"], sub, "--help")
     assert r.returncode == 0 and f"degrade {sub}" in r.stdout
 
 
-@pytest.mark.parametrize("name", ["restore"])
-def test_unbuilt_commands_say_so_and_fail(name):
-    r = run(CLIS[name])
-    assert r.returncode != 0 and "not built yet" in r.stderr
+@pytest.mark.parametrize("sub", ["train", "predict", "methods"])
+def test_restore_subcommand_help(sub):
+    r = run(CLIS["restore"], sub, "--help")
+    assert r.returncode == 0 and f"restore {sub}" in r.stdout
+
+
+def test_restore_without_a_command_fails():
+    r = run(CLIS["restore"])
+    assert r.returncode != 0 and "usage:" in r.stderr
 
 
 def test_console_scripts_are_installed():

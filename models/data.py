@@ -1,0 +1,141 @@
+"""The shard data loader shared by every method: HQ, LQ, prompts, captions and labels from pirs shards.
+
+Samples are read by random access (an index of member offsets built once per shard with
+the shard reader's checks). The order is a seeded permutation per epoch and batch ``b``
+holds positions ``b*B .. (b+1)*B - 1`` of the concatenated epochs, so a batch is a pure
+function of (shards, seed, batch index): a resumed run sees exactly the batches it would
+have seen. Prompt dropout is a data option, drawn from (seed, position) as well.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pirs.degrade.schema import upgrade, validate
+from pirs.degrade.shards import ShardError, index_samples, shard_paths
+
+
+class DataError(ValueError):
+    """Shards that cannot be used for training or prediction; names the file and the reason."""
+
+
+@dataclass
+class DataOptions:
+    """How records become model inputs."""
+
+    resolution: int | None = None  # resize HQ and LQ to this square size; None keeps the HQ size
+    semantic_field: str = "caption_source"  # falls back to caption_high when empty
+    restoration_dropout: float = 0.0  # chance the restoration prompt becomes ""
+    semantic_dropout: float = 0.0  # chance the semantic prompt becomes ""
+    seed: int = 0
+
+
+def _to_tensor(data: bytes) -> torch.Tensor:
+    from PIL import Image
+
+    img = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(img).permute(2, 0, 1).contiguous()
+
+
+class ShardPairs(torch.utils.data.Dataset):
+    """The samples of a pirs shard folder, each ``{"key", "hq", "lq", prompts, captions, labels}``."""
+
+    def __init__(self, folder: str, options: DataOptions | None = None, need_hq: bool = True):
+        self.options = options or DataOptions()
+        try:
+            shards = shard_paths(folder)
+        except FileNotFoundError as e:
+            raise DataError(str(e)) from None
+        if not shards:
+            raise DataError(f"{folder}: no shard-*.tar files")
+        self.items: list[tuple[Path, str, dict]] = []
+        for shard in shards:
+            try:
+                index = index_samples(shard)
+            except ShardError as e:
+                raise DataError(str(e)) from None
+            for key in sorted(index):
+                members = index[key]
+                if "json" not in members or "lq.png" not in members or (need_hq and "hq.png" not in members):
+                    raise DataError(f"{shard}: sample {key!r} lacks json, lq.png" + (" or hq.png" if need_hq else ""))
+                self.items.append((shard, key, members))
+        if not self.items:
+            raise DataError(f"{folder}: the shards hold no samples")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _read(self, shard: Path, span: tuple[int, int]) -> bytes:
+        with open(shard, "rb") as f:
+            f.seek(span[0])
+            return f.read(span[1])
+
+    def record(self, i: int) -> dict:
+        shard, key, members = self.items[i]
+        try:
+            rec = validate(upgrade(json.loads(self._read(shard, members["json"]))), f"{shard}: {key}")
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DataError(f"{shard}: sample {key!r}: {e}") from None
+        return rec
+
+    def sample(self, i: int, position: int | None = None) -> dict:
+        """Sample ``i``; ``position`` (in the run's order) seeds its prompt dropout."""
+        shard, key, members = self.items[i]
+        rec = self.record(i)
+        opt = self.options
+        lq = _to_tensor(self._read(shard, members["lq.png"]))
+        hq = _to_tensor(self._read(shard, members["hq.png"])) if "hq.png" in members else None
+        size = (opt.resolution, opt.resolution) if opt.resolution else (hq.shape[1:] if hq is not None else None)
+        if size is not None:
+            if hq is not None and tuple(hq.shape[1:]) != tuple(size):
+                hq = F.interpolate(hq[None], size=size, mode="bicubic", align_corners=False)[0].clamp(-1, 1)
+            if tuple(lq.shape[1:]) != tuple(size):  # LQ at the HQ size, as the methods take it
+                lq = F.interpolate(lq[None], size=size, mode="bicubic", align_corners=False)[0].clamp(-1, 1)
+        semantic = rec.get(opt.semantic_field) or rec["caption_high"]
+        restoration = rec["restoration_prompt"]
+        if position is not None and (opt.restoration_dropout or opt.semantic_dropout):
+            rng = random.Random(f"{opt.seed}:{position}")
+            if rng.random() < opt.restoration_dropout:
+                restoration = ""
+            if rng.random() < opt.semantic_dropout:
+                semantic = ""
+        out = {"key": key, "lq": lq, "restoration_prompt": restoration, "semantic_prompt": semantic,
+               "caption_high": rec["caption_high"], "caption_low": rec["caption_low"],
+               "labels": list(rec["degradations"])}
+        if hq is not None:
+            out["hq"] = hq
+        return out
+
+    def order(self, epoch: int) -> list[int]:
+        """The seeded permutation of epoch ``epoch``."""
+        cache = self.__dict__.setdefault("_orders", {})
+        if epoch not in cache:
+            g = torch.Generator().manual_seed(self.options.seed * 1_000_003 + epoch)
+            cache.clear()
+            cache[epoch] = torch.randperm(len(self), generator=g).tolist()
+        return cache[epoch]
+
+    def batch(self, index: int, batch_size: int) -> dict:
+        """Training batch ``index``: positions ``index*B ..`` of the concatenated seeded epochs."""
+        samples = []
+        for pos in range(index * batch_size, (index + 1) * batch_size):
+            epoch, j = divmod(pos, len(self))
+            samples.append(self.sample(self.order(epoch)[j], position=pos))
+        return collate(samples)
+
+
+def collate(samples: list[dict]) -> dict:
+    """Stack tensors, keep strings and label lists as lists."""
+    out: dict = {}
+    for k in samples[0]:
+        vals = [s[k] for s in samples]
+        out[k] = torch.stack(vals) if isinstance(vals[0], torch.Tensor) else vals
+    return out

@@ -1,0 +1,142 @@
+"""The method registry and what every method provides.
+
+A method is one module with a config dataclass, registered by name. ``Method.build``
+makes the model from a config (tiny random parts, or real ones from ``base``);
+``training_step`` returns the loss of one batch with noise and timesteps drawn from the
+generator it is given; ``predict`` restores a batch of LQ images. Everything a fair
+comparison needs to be the same across methods (data, seeding, checkpoints, resume,
+prediction files) lives in the shared trainer and predictor, not in the methods.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from importlib import import_module, resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+METHODS: dict[str, type[Method]] = {}
+_MODULES = {"spire": "pirs.models.spire"}
+
+
+class ConfigError(ValueError):
+    """A method config that cannot be used; names the file or key."""
+
+
+def register(name: str):
+    """Class decorator: make a :class:`Method` available as ``name``."""
+    def deco(cls):
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+    return deco
+
+
+def get_method(name: str) -> type[Method]:
+    """The method class called ``name`` (its module is imported on first use), with "did you mean"."""
+    if name not in METHODS and name in _MODULES:
+        import_module(_MODULES[name])
+    if name in METHODS:
+        return METHODS[name]
+    close = difflib.get_close_matches(name, list(_MODULES), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise KeyError(f"unknown method {name!r}.{hint} Known methods: {', '.join(sorted(_MODULES))}")
+
+
+def method_names() -> list[str]:
+    """Names of the methods pirs ships."""
+    return sorted(_MODULES)
+
+
+def configs_dir(method: str) -> Path:
+    """Folder of a method's shipped YAML configs."""
+    return Path(str(resources.files("pirs.models") / "configs" / method))
+
+
+def load_config(method: str, name_or_path: str, overrides: list[str] | None = None) -> Any:
+    """A method's config dataclass from a shipped name (``tiny``) or a YAML path, with ``key=value`` overrides."""
+    cls = get_method(method).Config
+    p = Path(name_or_path)
+    if not (p.suffix in (".yaml", ".yml") and p.is_file()):
+        p = configs_dir(method) / f"{name_or_path}.yaml"
+        if not p.is_file():
+            known = sorted(q.stem for q in configs_dir(method).glob("*.yaml"))
+            raise ConfigError(f"unknown config {name_or_path!r} for {method}; known: {', '.join(known)}")
+    raw = yaml.safe_load(p.read_text()) or {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        k, v = item.split("=", 1)
+        raw[k.strip()] = yaml.safe_load(v)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(raw) - names
+    if unknown:
+        raise ConfigError(f"{p}: unknown keys {sorted(unknown)} for {method}; allowed: {sorted(names)}")
+    try:
+        return cls(**raw)
+    except TypeError as e:
+        raise ConfigError(f"{p}: {e}") from None
+
+
+class Method(torch.nn.Module):
+    """Base of every method: trainable parts are what ``requires_grad`` says; frozen parts are frozen."""
+
+    name = "method"
+
+    @dataclasses.dataclass
+    class Config:
+        """Overridden by each method."""
+
+    @classmethod
+    def build(cls, config: Any, base: str | None = None) -> Method:
+        """Make the model from ``config``; tiny random parts when ``base`` is None and the config allows it."""
+        raise NotImplementedError
+
+    frozen_modules: tuple[str, ...] = ("unet", "vae", "text_encoder")
+
+    def train(self, mode: bool = True) -> Method:
+        """Train mode for the trainable parts only: frozen parts stay in eval mode."""
+        super().train(mode)
+        for name in self.frozen_modules:
+            m = getattr(self, name, None)
+            if m is not None:
+                m.eval()
+        return self
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """The parameters the optimizer updates."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable and frozen parameter counts."""
+        train = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in self.parameters())
+        return {"trainable": train, "frozen": total - train, "total": total}
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trainable tensors by name (what a checkpoint holds)."""
+        keep = {n for n, p in self.named_parameters() if p.requires_grad}
+        return {n: t.detach().contiguous() for n, t in self.state_dict().items() if n in keep}
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load trainable tensors; every trainable name must be there."""
+        own = self.trainable_state_dict()
+        missing = set(own) - set(state)
+        unexpected = set(state) - set(own)
+        if missing or unexpected:
+            raise ValueError(f"checkpoint does not fit this model: missing {sorted(missing)[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]}")
+        self.load_state_dict(state, strict=False)
+
+    def training_step(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """``{"loss": ..., **logged}`` for one batch."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def predict(self, batch: dict, steps: int, generator: torch.Generator, **options) -> torch.Tensor:
+        """Restored images in [-1, 1], ``(B, 3, H, W)``."""
+        raise NotImplementedError

@@ -1,0 +1,204 @@
+"""SPIRE and the shared restore path on tiny random models: train, resume, predict, score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pirs.degrade.build import BuildConfig, build
+from pirs.models.components import WeightsMissing, save_sd, tiny_sd
+from pirs.models.data import ShardPairs
+from pirs.models.predict import PredictConfig, load_trained, predict
+from pirs.models.spire import ModulationFusion, Spire
+from pirs.models.train import TrainConfig, build_method, data_options, step_generator, train
+from pirs.models.unet_fusion import unet_with_fusion
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, photos_dir) -> Path:
+    out = tmp_path_factory.mktemp("spire") / "shards"
+    build(BuildConfig(pipeline="parameterized", out=str(out), input=str(photos_dir), num_samples=6, crop_size=32,
+                      shard_size=3, progress=False))
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, shards) -> Path:
+    out = tmp_path_factory.mktemp("spire") / "run"
+    train(TrainConfig(method="spire", data=str(shards), out=str(out), max_steps=4, batch_size=2,
+                      checkpoint_every=2, progress=False, learning_rate=3e-3))
+    return out
+
+
+def test_trainable_and_frozen_parts(shards) -> None:
+    m = build_method("spire", "tiny", [], None)
+    counts = m.parameter_counts()
+    own = sum(p.numel() for mod in (m.encoder, m.lq_embedding, m.skip_fusion, m.mid_fusion) for p in mod.parameters())
+    assert counts["trainable"] == own > 0
+    frozen = {n: p.detach().clone() for n, p in m.named_parameters() if not p.requires_grad}
+    assert all(n.split(".")[0] in ("unet", "vae", "text_encoder") for n in frozen)
+    assert sum(p.numel() for p in frozen.values()) == counts["frozen"] > 0
+    data = ShardPairs(str(shards), data_options(m, 0))
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=1e-2)
+    m.train()
+    assert not m.unet.training and m.encoder.training
+    for step in range(2):
+        opt.zero_grad()
+        m.training_step(data.batch(step, 2), step_generator(0, step, 0))["loss"].backward()
+        opt.step()
+    for n, p in m.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), n
+
+
+def test_zero_initialized_fusion_starts_as_the_frozen_unet() -> None:
+    m = build_method("spire", "tiny", [], None)
+    z, t = torch.randn(2, 4, 16, 16), torch.tensor([10, 700])
+    lq = torch.rand(2, 3, 32, 32) * 2 - 1
+    r, s = m.text(["Deblur with sigma 2.1", "Remove all degradation"]), m.text(["a photo", ""])
+    assert torch.equal(m.eps(z, t, lq, r, s), m.unet(z, t, encoder_hidden_states=s).sample)
+    assert torch.equal(unet_with_fusion(m.unet, z, t, s), m.unet(z, t, encoder_hidden_states=s).sample)
+
+
+def test_modulation_fusion_is_one_plus_gamma_times_skip_plus_beta() -> None:
+    fusion = ModulationFusion(4)
+    torch.nn.init.normal_(fusion.to_gamma_beta.weight)
+    torch.nn.init.normal_(fusion.to_gamma_beta.bias)
+    skip, feat = torch.randn(2, 4, 5, 5), torch.randn(2, 4, 5, 5)
+    w, b = fusion.to_gamma_beta.weight[:, :, 0, 0], fusion.to_gamma_beta.bias
+    gb = torch.einsum("oc,bchw->bohw", w, feat) + b[None, :, None, None]
+    want = (1 + gb[:, :4]) * skip + gb[:, 4:]
+    torch.testing.assert_close(fusion(skip, feat), want)
+
+
+def test_resume_is_exact(tmp_path, shards, trained) -> None:
+    a = tmp_path / "a"
+    args = {"method": "spire", "data": str(shards), "batch_size": 2, "checkpoint_every": 2, "progress": False,
+            "learning_rate": 3e-3}
+    train(TrainConfig(out=str(a), max_steps=2, **args))
+    r = train(TrainConfig(out=str(a), max_steps=4, **args))
+    assert r["start"] == 2
+    from safetensors.torch import load_file
+
+    straight = load_file(trained / "checkpoint-0000004" / "model.safetensors")
+    resumed = load_file(a / "checkpoint-0000004" / "model.safetensors")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    init = build_method("spire", "tiny", [], None).trainable_state_dict()
+    assert any(not torch.equal(init[k], straight[k]) for k in straight)  # training did change the weights
+    log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 4
+
+
+def test_predict_writes_keys_and_run_json_and_bench_scores_them(tmp_path, shards, trained) -> None:
+    from pirs.benchmark.evaluate import EvalConfig, evaluate
+
+    out = tmp_path / "pred"
+    run = predict(PredictConfig(checkpoint=str(trained), input=str(shards), out=str(out), steps=3, batch_size=4,
+                                progress=False))
+    keys = sorted(p.stem for p in out.glob("*.png"))
+    assert keys == [f"{i:08d}" for i in range(6)]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["method"] == "spire" and meta["step"] == 4 and meta["sampler"] == "ddim" and meta["steps"] == 3
+    assert meta["prompts"]["00000000"]["restoration"] and len(meta["weights_sha256"]) == 64
+    assert Image.open(out / "00000000.png").size == (32, 32)
+    again = tmp_path / "again"
+    predict(PredictConfig(checkpoint=str(trained), input=str(shards), out=str(again), steps=3, batch_size=4,
+                          progress=False))
+    assert all((out / f"{k}.png").read_bytes() == (again / f"{k}.png").read_bytes() for k in keys)
+    res = evaluate(EvalConfig(predictions=str(out), reference=str(shards), metrics="psnr,ssim", progress=False,
+                              out=str(tmp_path / "res.json")))
+    assert res["method"]["name"] == "spire" and res["method"]["run"]["step"] == 4
+    assert res["count"] == 6 and res["metrics"]["psnr"]["count"] == 6
+    assert run["blind"] is False
+
+
+def test_loss_falls_when_overfitting_one_batch(shards) -> None:
+    m = build_method("spire", "tiny", [], None)
+    batch = ShardPairs(str(shards), data_options(m, 0)).batch(0, 2)
+    opt = torch.optim.AdamW(m.trainable_parameters(), lr=3e-3)
+    m.train()
+    losses = []
+    for _ in range(20):
+        opt.zero_grad()
+        loss = m.training_step(batch, torch.Generator().manual_seed(0))["loss"]
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.85 * losses[0], losses
+
+
+def test_restoration_prompt_reaches_the_output(shards, trained) -> None:
+    model, _, _ = load_trained(str(trained))
+    data = ShardPairs(str(shards), data_options(model, 0))
+    from pirs.models.data import collate
+
+    outs = []
+    for prompt in ("Deblur with sigma 3.0", "Denoise with sigma 30"):
+        s = data.sample(0)
+        s["restoration_prompt"] = prompt
+        outs.append(model.predict(collate([s]), 3, torch.Generator().manual_seed(1)))
+    assert (outs[0] - outs[1]).abs().max() > 1e-4
+    fresh = build_method("spire", "tiny", [], None)  # untrained: zero fusion, the prompt cannot matter yet
+    s = data.sample(0)
+    a, b = (fresh.predict(collate([dict(s, restoration_prompt=p)]), 2, torch.Generator().manual_seed(1))
+            for p in ("Deblur with sigma 3.0", "Denoise with sigma 30"))
+    assert torch.equal(a, b)
+
+
+def test_loads_a_local_stable_diffusion_folder(tmp_path) -> None:
+    parts = tiny_sd(seed=3)
+    save_sd(parts, str(tmp_path / "sd"))
+    from pirs.models.method import load_config
+
+    m = Spire.build(load_config("spire", "tiny", ["variant=sd"]), base=str(tmp_path / "sd"))
+    for (n, p), q in zip(m.unet.named_parameters(), parts.unet.parameters(), strict=True):
+        assert torch.equal(p, q), n
+    assert not any(p.requires_grad for p in m.unet.parameters())
+    assert m.text(["Remove the haze"]).shape[-1] == parts.text_encoder.config.hidden_size
+    (tmp_path / "sd" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(WeightsMissing, match=r"unet/diffusion_pytorch_model.safetensors.*huggingface-cli download"):
+        Spire.build(load_config("spire", "tiny", ["variant=sd"]), base=str(tmp_path / "sd"))
+
+
+def test_cli_train_predict_and_errors(tmp_path, shards, capsys) -> None:
+    from pirs.models.cli import main
+
+    assert main(["train", "--method", "spire", "--data", str(shards), "--out", str(tmp_path / "r"), "--max-steps", "1",
+                 "--batch-size", "2", "--quiet"]) == 0
+    assert main(["predict", "--checkpoint", str(tmp_path / "r"), "--input", str(shards), "--out",
+                 str(tmp_path / "p"), "--steps", "2", "--blind", "--quiet"]) == 0
+    meta = json.loads((tmp_path / "p" / "run.json").read_text())
+    assert {v["restoration"] for v in meta["prompts"].values()} == {"Remove all degradation"}
+    assert {v["semantic"] for v in meta["prompts"].values()} == {""}
+    assert main(["train", "--method", "spir", "--data", str(shards), "--out", str(tmp_path / "x")]) == 2
+    assert "did you mean 'spire'" in capsys.readouterr().err.lower()
+    assert main(["train", "--method", "spire", "--data", str(shards), "--out", str(tmp_path / "y"),
+                 "--base", str(tmp_path / "nothing")]) == 2
+    assert "missing unet/config.json" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(tmp_path / "none"), "--input", str(shards), "--out",
+                 str(tmp_path / "z")]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["methods"]) == 0 and "spire" in capsys.readouterr().out
+
+
+def test_data_batches_are_pure_functions_of_their_index(shards) -> None:
+    from pirs.models.data import DataOptions
+
+    opts = DataOptions(semantic_dropout=0.5, restoration_dropout=0.5, seed=1)
+    a, b = ShardPairs(str(shards), opts), ShardPairs(str(shards), opts)
+    for i in (0, 3, 7):
+        x, y = a.batch(i, 2), b.batch(i, 2)
+        assert x["key"] == y["key"] and torch.equal(x["lq"], y["lq"])
+        assert x["restoration_prompt"] == y["restoration_prompt"] and x["semantic_prompt"] == y["semantic_prompt"]
+    keys = [k for i in range(3) for k in a.batch(i, 2)["key"]]
+    assert sorted(keys) == sorted(f"{i:08d}" for i in range(6))  # one epoch: every sample once
+    drops = [a.batch(i, 2)["restoration_prompt"].count("") for i in range(30)]
+    assert 0 < sum(drops) < 60
+    hq = np.asarray(a.sample(0)["hq"])
+    assert hq.min() >= -1 and hq.max() <= 1
