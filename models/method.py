@@ -20,7 +20,7 @@ import torch
 import yaml
 
 METHODS: dict[str, type[Method]] = {}
-_MODULES = {"spire": "pirs.models.spire"}
+_MODULES = {"spire": "pirs.models.spire", "xpsr": "pirs.models.xpsr"}
 
 
 class ConfigError(ValueError):
