@@ -80,6 +80,17 @@ class RestorationEncoder(nn.Module):
         return skips, run_mid(self, h, emb, restoration_emb)
 
 
+def skip_channels(unet) -> list[int]:
+    """Channels of the UNet's skip features in order: conv_in, then each down block's resnets and downsampler."""
+    cfg = unet.config
+    out = [cfg.block_out_channels[0]]
+    for i, block in enumerate(unet.down_blocks):
+        out += [cfg.block_out_channels[i]] * len(block.resnets)
+        if block.downsamplers is not None:
+            out.append(cfg.block_out_channels[i])
+    return out
+
+
 class ModulationFusion(nn.Module):
     """``(1 + gamma) * skip + beta`` with ``gamma, beta`` from a zero-initialized 1x1 convolution of the feature."""
 
@@ -126,13 +137,8 @@ class Spire(Method):
         self.lq_embedding = LQEmbedding(factor, config.lq_embedding_width, config.lq_embedding_channels)
         self.encoder = RestorationEncoder(self.unet, config.lq_embedding_channels)
         self.encoder.requires_grad_(True)  # copied from the frozen UNet, trained from there
-        with torch.no_grad():
-            probe = self.unet.conv_in(torch.zeros(1, self.unet.config.in_channels, 8, 8))
-            emb = timestep_embedding(self.unet, torch.tensor(1), 1, probe.dtype)
-            ctx = torch.zeros(1, 1, self.unet.config.cross_attention_dim)
-            h, skips = run_down(self.unet, probe, emb, ctx)
-        self.skip_fusion = nn.ModuleList([ModulationFusion(s.shape[1]) for s in skips])
-        self.mid_fusion = ModulationFusion(run_mid(self.unet, h, emb, ctx).shape[1])
+        self.skip_fusion = nn.ModuleList([ModulationFusion(c) for c in skip_channels(self.unet)])
+        self.mid_fusion = ModulationFusion(self.unet.config.block_out_channels[-1])
 
     @classmethod
     def build(cls, config: Config, base: str | None = None) -> Spire:
