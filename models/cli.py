@@ -19,6 +19,9 @@ def _train_parser(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key (repeatable)")
     p.add_argument("--base", default=None, help="local folder with the base model's weights (diffusers layout)")
+    p.add_argument("--stage", type=int, default=None,
+                   help="training stage of a two-stage method (Diff-Restorer: 1 diffusion and control, 2 decoder; "
+                        "stage 2 needs --set stage1_checkpoint=RUN); same as --set stage=N")
     p.add_argument("--max-steps", type=int, default=1000, help="optimizer steps in total (default 1000)")
     p.add_argument("--batch-size", type=int, default=4, help="samples per micro-batch (default 4)")
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
@@ -59,7 +62,8 @@ def cmd_train(a) -> int:
     from .train import TrainConfig, train
 
     config = a.config or ("sd15" if a.base else "tiny")
-    tc = TrainConfig(method=a.method, data=a.data, out=a.out, config=config, overrides=a.overrides, base=a.base,
+    overrides = list(a.overrides) + ([f"stage={a.stage}"] if a.stage is not None else [])
+    tc = TrainConfig(method=a.method, data=a.data, out=a.out, config=config, overrides=overrides, base=a.base,
                      max_steps=a.max_steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
                      learning_rate=a.learning_rate, mixed_precision=a.mixed_precision,
                      checkpoint_every=a.checkpoint_every, validate_every=a.validate_every, ema_decay=a.ema_decay,

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 METHODS: dict[str, type[Method]] = {}
-_MODULES = {"spire": "pirs.models.spire", "xpsr": "pirs.models.xpsr"}
+_MODULES = {"spire": "pirs.models.spire", "xpsr": "pirs.models.xpsr", "diffrestorer": "pirs.models.diffrestorer"}
 
 
 class ConfigError(ValueError):

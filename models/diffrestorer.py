@@ -1,0 +1,373 @@
+"""Diff-Restorer: visual prompts for diffusion-based universal image restoration (Zhang et al., 2024).
+
+Section III of the paper, on diffusers and transformers parts:
+
+- **Visual Prompt Processor** (Sec. III-B): a frozen CLIP image encoder embeds the LQ image
+  (``P_CLIP``); a *semantic branch* ``B_s`` (three MLP layers with layer norm and LeakyReLU,
+  none after the last) gives the semantic embedding ``P_S`` that replaces the text condition
+  of the frozen SD UNet; a *degradation branch* ``B_d`` (two such layers) gives the
+  degradation embedding ``P_D``, trained through a one-layer classifier ``C`` with the
+  cross-entropy ``L_deg`` over the shards' degradation labels (the eight universal types);
+- **Image-guided Control Module** (Sec. III-C): a *Degradation-aware Control Encoder* of four
+  residual blocks with Degradation Modulation Blocks (``F~ = ResBlock(F)``,
+  ``f = Sigmoid(Linear(P_D))``, ``F^ = ResBlock(F~ * f)``), a *Control Decoder* of four
+  residual blocks reconstructing the clean image (``L_rec``, L2), and an image control
+  network (a ControlNet from the UNet) taking the encoder's features as its condition;
+- stage one: ``L = L_diff + L_deg + L_rec`` (Eq. 7, lambda_1 = lambda_2 = 1);
+- **Degradation-aware Decoder** (Sec. III-D), stage two: the VAE decoder fine-tuned with
+  Degradation-aware Refinement Blocks fusing the VAE encoder's features of the LQ image
+  (``z~_i = Conv(Concat(z_i, z_i^lq))``, ``z^_i = ResBlock(z~_i * f_i) + z_i``), trained on
+  ``z_0`` of the HQ image with ``L_gen + 0.1 L_per + 0.001 L_adv`` (Eq. 8);
+- UniPC sampling, 20 steps by default.
+
+Documented choices and deviations: ``P_S`` is one token; mixtures' labels are a uniform
+soft target over their universal types, and records without a universal label do not
+enter ``L_deg``; the control encoder downsamples with stride-2 convolutions between its
+blocks to the latent size; the VGG-19 perceptual and adversarial terms of stage two need
+weights and a discriminator and are off (weight 0) in the tiny config, the ``sd15``
+config turns the perceptual term on with a local VGG-19 (``vgg19_weights``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pirs.degrade.labels import UNIVERSAL
+
+from .components import SDComponents, freeze, load_sd, tiny_sd
+from .method import ConfigError, Method, register
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    """Linear layers with layer norm and LeakyReLU between them (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers += [nn.LayerNorm(b), nn.LeakyReLU(0.2)]
+    return nn.Sequential(*layers)
+
+
+class VisualPromptProcessor(nn.Module):
+    """``P_S = B_s(P_CLIP)``, ``P_D = B_d(P_CLIP)`` and the classifier ``C`` over degradation types (Eq. 2)."""
+
+    def __init__(self, clip_dim: int, semantic_dim: int, degradation_dim: int, n_types: int):
+        super().__init__()
+        self.semantic_branch = mlp([clip_dim, semantic_dim, semantic_dim, semantic_dim])
+        self.degradation_branch = mlp([clip_dim, degradation_dim, degradation_dim])
+        self.classifier = nn.Linear(degradation_dim, n_types)
+
+    def forward(self, p_clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.semantic_branch(p_clip), self.degradation_branch(p_clip)
+
+
+class ResBlock(nn.Module):
+    """Two 3x3 convolutions with SiLU and a skip connection."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+class DegradationModulationBlock(nn.Module):
+    """DMB (Eq. 3): ``ResBlock(ResBlock(F) * Sigmoid(Linear(P_D)))``."""
+
+    def __init__(self, channels: int, degradation_dim: int):
+        super().__init__()
+        self.res1, self.res2 = ResBlock(channels), ResBlock(channels)
+        self.modulation = nn.Linear(degradation_dim, channels)
+
+    def forward(self, x: torch.Tensor, p_d: torch.Tensor) -> torch.Tensor:
+        f = torch.sigmoid(self.modulation(p_d))[:, :, None, None]
+        return self.res2(self.res1(x) * f)
+
+
+class ControlEncoder(nn.Module):
+    """Degradation-aware Control Encoder: four DMBs, stride-2 convolutions down to the latent size."""
+
+    def __init__(self, width: int, degradation_dim: int, factor: int, blocks: int = 4):
+        super().__init__()
+        self.conv_in = nn.Conv2d(3, width, 3, padding=1)
+        self.blocks = nn.ModuleList(DegradationModulationBlock(width, degradation_dim) for _ in range(blocks))
+        n_down = factor.bit_length() - 1
+        self.down = nn.ModuleList(nn.Conv2d(width, width, 3, stride=2, padding=1) if i < n_down else nn.Identity()
+                                  for i in range(blocks))
+
+    def forward(self, lq: torch.Tensor, p_d: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(lq)
+        for block, down in zip(self.blocks, self.down, strict=True):
+            h = down(block(h, p_d))
+        return h
+
+
+class ControlDecoder(nn.Module):
+    """Control Decoder: four residual blocks (with upsampling back to the image size) to an RGB image."""
+
+    def __init__(self, width: int, factor: int, blocks: int = 4):
+        super().__init__()
+        self.blocks = nn.ModuleList(ResBlock(width) for _ in range(blocks))
+        self.n_up = factor.bit_length() - 1
+        self.conv_out = nn.Conv2d(width, 3, 3, padding=1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for i, block in enumerate(self.blocks):
+            h = block(h)
+            if i < self.n_up:
+                h = F.interpolate(h, scale_factor=2, mode="nearest")
+        return self.conv_out(h)
+
+
+class RefinementBlock(nn.Module):
+    """DRB (Eq. 5): ``ResBlock(Conv(Concat(z, z_lq)) * Sigmoid(Linear(P_D))) + z``."""
+
+    def __init__(self, channels: int, lq_channels: int, degradation_dim: int):
+        super().__init__()
+        self.fuse = nn.Conv2d(channels + lq_channels, channels, 3, padding=1)
+        self.modulation = nn.Linear(degradation_dim, channels)
+        self.res = ResBlock(channels)
+        nn.init.zeros_(self.res.conv2.weight)
+        nn.init.zeros_(self.res.conv2.bias)
+
+    def forward(self, z: torch.Tensor, z_lq: torch.Tensor, p_d: torch.Tensor) -> torch.Tensor:
+        f = torch.sigmoid(self.modulation(p_d))[:, :, None, None]
+        fused = self.fuse(torch.cat([z, z_lq], dim=1)) * f
+        # Eq. 5's ResBlock(.) + z with the ResBlock's inner skip left out, so a new block adds exactly zero
+        # and stage two starts from the pretrained decoder.
+        return self.res(fused) - fused + z
+
+
+def label_targets(labels: list[list[str]], vocab: tuple[str, ...] = UNIVERSAL) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft targets over ``vocab`` (uniform over a record's known types) and a mask of records that have one."""
+    target = torch.zeros(len(labels), len(vocab))
+    for i, labs in enumerate(labels):
+        idx = [vocab.index(x) for x in labs if x in vocab]
+        if idx:
+            target[i, idx] = 1.0 / len(idx)
+    return target, target.sum(dim=1) > 0
+
+
+@register("diffrestorer")
+class DiffRestorer(Method):
+    """Diff-Restorer: visual prompt processor, image-guided control module, degradation-aware decoder (Sec. III)."""
+
+    sampler = "unipc"
+
+    @dataclass
+    class Config:
+        """``stage`` 1 trains the prompt processor and control module; 2 the decoder, from ``stage1_checkpoint``."""
+
+        variant: str = "tiny"
+        stage: int = 1
+        stage1_checkpoint: str | None = None
+        clip_image_size: int = 32
+        semantic_tokens: int = 1
+        degradation_dim: int = 16
+        control_width: int = 8
+        lambda_deg: float = 1.0
+        lambda_rec: float = 1.0
+        lambda_per: float = 0.0
+        lambda_adv: float = 0.0
+        vgg19_weights: str | None = None
+        resolution: int = 32
+        learning_rate: float = 1e-4
+        seed: int = 0
+
+    def __init__(self, config: Config, parts: SDComponents, image_encoder: nn.Module):
+        super().__init__()
+        from diffusers import ControlNetModel
+
+        if config.stage not in (1, 2):
+            raise ConfigError(f"stage must be 1 or 2, got {config.stage}")
+        self.config = config
+        self.unet, self.vae, self.image_encoder = parts.unet, parts.vae, image_encoder
+        self.scheduler_config = parts.scheduler_config
+        freeze(self.unet, self.vae, self.image_encoder)
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.latent_factor = factor
+        clip_dim = image_encoder.config.projection_dim
+        cross = self.unet.config.cross_attention_dim
+        self.prompt_processor = VisualPromptProcessor(clip_dim, cross * config.semantic_tokens,
+                                                      config.degradation_dim, len(UNIVERSAL))
+        self.control_encoder = ControlEncoder(config.control_width, config.degradation_dim, factor)
+        self.control_decoder = ControlDecoder(config.control_width, factor)
+        self.control_network = ControlNetModel.from_unet(self.unet, conditioning_channels=config.control_width,
+                                                         conditioning_embedding_out_channels=(config.control_width,))
+        self.control_network.requires_grad_(True)
+        self.refinement = nn.ModuleList(RefinementBlock(c, c_lq, config.degradation_dim) if c_lq else nn.Identity()
+                                        for c, c_lq in self._refinement_shapes())
+        self.refinement.requires_grad_(False)
+        if config.stage == 2:  # stage two: only the decoder and its refinement blocks learn
+            self.requires_grad_(False)
+            self.vae.decoder.requires_grad_(True)
+            self.refinement.requires_grad_(True)
+
+    @torch.no_grad()
+    def _refinement_shapes(self) -> list[tuple[int, int]]:
+        """Per VAE up block: its output channels and those of the LQ encoder feature of the same size (0: none)."""
+        dev = self.vae.decoder.conv_in.weight.device
+        if dev.type == "meta":  # counting parameters only: the SD 1.5 VAE's layout, block_out reversed
+            ch = list(reversed(self.vae.config.block_out_channels))
+            return [(c, c) for c in ch]
+        size = 8 * self.latent_factor
+        feats = {f.shape[-1]: f.shape[1] for f in self.lq_features(torch.zeros(1, 3, size, size, device=dev))}
+        dec = self.vae.decoder
+        h = dec.mid_block(dec.conv_in(torch.zeros(1, self.vae.config.latent_channels, 8, 8, device=dev)), None)
+        out = []
+        for block in dec.up_blocks:
+            h = block(h, None)
+            out.append((h.shape[1], feats.get(h.shape[-1], 0)))
+        return out
+
+    @property
+    def frozen_modules(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self.config.stage == 2:
+            return ("unet", "image_encoder", "prompt_processor", "control_encoder", "control_decoder",
+                    "control_network")
+        return ("unet", "vae", "image_encoder")
+
+    @classmethod
+    def build(cls, config: Config, base: str | None = None) -> DiffRestorer:
+        if base is None and config.variant != "tiny":
+            raise ConfigError(f"config variant {config.variant!r} needs --base: a local folder with SD 1.5 and "
+                              "image_encoder/ (CLIP ViT-L/14 vision tower with projection)")
+        torch.manual_seed(config.seed)
+        parts = load_sd(base) if base else tiny_sd(config.seed)
+        image_encoder = load_image_encoder(base) if base else tiny_image_encoder(config, parts)
+        model = cls(config, parts, image_encoder)
+        if config.stage == 2:
+            model.load_stage1(config.stage1_checkpoint)
+        return model
+
+    def load_stage1(self, path: str | None) -> None:
+        """Load a stage-one run's trained prompt processor and control module (stage two starts from it)."""
+        from safetensors.torch import load_file
+
+        from . import checkpoint as ckpt
+
+        folder = ckpt.latest(path) if path else None
+        if folder is None:
+            raise ConfigError(f"stage 2 needs stage1_checkpoint: a stage-1 run folder (got {path!r}); "
+                              "train with --stage 1 first, then --stage 2 --set stage1_checkpoint=RUN")
+        state = load_file(folder / "model.safetensors")
+        missing = self.load_state_dict(state, strict=False)
+        if missing.unexpected_keys:
+            raise ConfigError(f"{folder}: not a Diff-Restorer stage-1 checkpoint ({missing.unexpected_keys[:3]})")
+
+    # ------------------------------------------------------------------ pieces
+
+    def visual_prompts(self, lq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(P_S as tokens (B, n, dim), P_D)`` from the frozen CLIP image encoder on the LQ image."""
+        size = self.config.clip_image_size
+        x = F.interpolate((lq + 1) / 2, size=(size, size), mode="bicubic", align_corners=False)
+        mean = torch.tensor([0.48145466, 0.4578275, 0.40821073], device=lq.device)[None, :, None, None]
+        std = torch.tensor([0.26862954, 0.26130258, 0.27577711], device=lq.device)[None, :, None, None]
+        with torch.no_grad():
+            p_clip = self.image_encoder(pixel_values=(x - mean) / std).image_embeds
+        p_s, p_d = self.prompt_processor(p_clip)
+        return p_s.view(lq.shape[0], self.config.semantic_tokens, -1), p_d
+
+    def eps(self, z_t: torch.Tensor, t: torch.Tensor, control: torch.Tensor, p_s: torch.Tensor) -> torch.Tensor:
+        down, mid = self.control_network(z_t, t, encoder_hidden_states=p_s, controlnet_cond=control,
+                                         return_dict=False)
+        return self.unet(z_t, t, encoder_hidden_states=p_s, down_block_additional_residuals=down,
+                         mid_block_additional_residual=mid).sample
+
+    def lq_features(self, lq: torch.Tensor) -> list[torch.Tensor]:
+        """The VAE encoder's features of the LQ image after conv_in and each down block."""
+        enc = self.vae.encoder
+        h = enc.conv_in(lq)
+        feats = [h]
+        for block in enc.down_blocks:
+            h = block(h)
+            feats.append(h)
+        return feats
+
+    def decode(self, z: torch.Tensor, lq: torch.Tensor | None = None, p_d: torch.Tensor | None = None) -> torch.Tensor:
+        """The VAE decoder; with ``lq`` and ``p_d``, the Degradation-aware Decoder (refinement after each up block)."""
+        dec = self.vae.decoder
+        z = z / self.vae.config.scaling_factor
+        if lq is None:
+            return self.vae.decode(z).sample
+        z = self.vae.post_quant_conv(z) if self.vae.post_quant_conv is not None else z
+        h = dec.mid_block(dec.conv_in(z), None)
+        by_size = {f.shape[-1]: f for f in self.lq_features(lq)}
+        for block, refine in zip(dec.up_blocks, self.refinement, strict=True):
+            h = block(h, None)
+            if isinstance(refine, RefinementBlock):
+                h = refine(h, by_size[h.shape[-1]], p_d)
+        return dec.conv_out(dec.conv_act(dec.conv_norm_out(h)))
+
+    # ------------------------------------------------------------------ train / predict
+
+    def training_step(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Stage 1: ``L_diff + L_deg + L_rec`` (Eq. 7); stage 2: ``L_gen (+ L_per, L_adv)`` (Eq. 8)."""
+        from .spire import Spire
+
+        hq, lq = batch["hq"], batch["lq"]
+        with torch.no_grad():
+            z0 = self.vae.encode(hq).latent_dist.mean * self.vae.config.scaling_factor
+        p_s, p_d = self.visual_prompts(lq)
+        if self.config.stage == 2:
+            restored = self.decode(z0, lq, p_d.detach())
+            gen = F.mse_loss(restored.float(), hq.float())
+            return {"loss": gen, "gen": gen.detach()}
+        sched = Spire.scheduler(self, "ddpm")
+        noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
+        t = torch.randint(0, sched.config.num_train_timesteps, (z0.shape[0],), generator=generator).to(z0.device)
+        z_t = sched.add_noise(z0, noise, t)
+        control = self.control_encoder(lq, p_d)
+        diff = F.mse_loss(self.eps(z_t, t, control, p_s).float(), noise.float())
+        rec = F.mse_loss(self.control_decoder(control).float(), hq.float())
+        target, has = label_targets(batch["labels"])
+        logits = self.prompt_processor.classifier(p_d)
+        deg = F.cross_entropy(logits[has], target[has].to(logits.device)) if has.any() else logits.sum() * 0
+        loss = diff + self.config.lambda_deg * deg + self.config.lambda_rec * rec
+        return {"loss": loss, "diff": diff.detach(), "deg": deg.detach(), "rec": rec.detach()}
+
+    @torch.no_grad()
+    def predict(self, batch: dict, steps: int, generator: torch.Generator, **_: object) -> torch.Tensor:
+        """UniPC sampling; decoded by the Degradation-aware Decoder once stage two has trained it."""
+        from diffusers import UniPCMultistepScheduler
+
+        keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
+        sched = UniPCMultistepScheduler(**{k: v for k, v in self.scheduler_config.items() if k in keys})
+        sched.set_timesteps(steps)
+        lq = batch["lq"]
+        f = self.latent_factor
+        z = torch.randn((lq.shape[0], self.unet.config.in_channels, lq.shape[2] // f, lq.shape[3] // f),
+                        generator=generator).to(lq.device) * sched.init_noise_sigma
+        p_s, p_d = self.visual_prompts(lq)
+        control = self.control_encoder(lq, p_d)
+        for t in sched.timesteps:
+            z = sched.step(self.eps(z, t, control, p_s), t, z).prev_sample
+        out = self.decode(z, lq, p_d) if self.config.stage == 2 else self.decode(z)
+        return out.clamp(-1, 1)
+
+
+def tiny_image_encoder(config, parts: SDComponents) -> nn.Module:
+    """A random CLIP vision tower with projection of a few thousand parameters."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(
+        image_size=config.clip_image_size, patch_size=8, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, projection_dim=16))
+
+
+def load_image_encoder(base: str) -> nn.Module:
+    """CLIP ViT-L/14's vision tower with projection from ``base/image_encoder`` (local files only)."""
+    from transformers import CLIPVisionModelWithProjection
+
+    from .components import check_local
+
+    root = check_local(base, {"image_encoder": ["config.json", "model.safetensors"]},
+                       "on a machine with internet: huggingface-cli download openai/clip-vit-large-patch14 "
+                       "--local-dir DIR/image_encoder")
+    return CLIPVisionModelWithProjection.from_pretrained(root / "image_encoder", local_files_only=True)
