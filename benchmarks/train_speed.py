@@ -26,7 +26,8 @@ from pathlib import Path
 
 import torch
 
-PAPERS = {"spire": "UNet model 1240 M, 275 M trainable (SPIRE, Sec. 5 / appendix)", "xpsr": "not stated"}
+PAPERS = {"spire": "UNet model 1240 M, 275 M trainable (SPIRE, Sec. 5 / appendix)", "xpsr": "not stated",
+          "diffrestorer": "not stated", "dpir": "not stated (LQ branch 'far smaller than the DiT')"}
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
                  layers_per_block=2, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
                  up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
@@ -141,21 +142,47 @@ def run_child(kind: str, name: str, steps: int, warmup: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+CLIP_L_VISION = dict(image_size=224, patch_size=14, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                     num_attention_heads=16, projection_dim=768)  # openai/clip-vit-large-patch14 vision tower
+SD3_TRANSFORMER = dict(sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
+                       num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
+                       pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192)  # SD3 medium
+SD3_VAE = dict(SD15_VAE, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False)
+T5_XXL = dict(vocab_size=32128, d_model=4096, d_ff=10240, d_kv=64, num_layers=24, num_heads=64,
+              feed_forward_proj="gated-gelu")  # google/t5-v1_1-xxl encoder
+
+
 def real_size_counts(name: str) -> dict:
-    """Trainable and frozen parameters of the method on SD 1.5, built on the meta device."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    """Trainable and frozen parameters of the method at its paper's size, built on the meta device."""
+    from diffusers import AutoencoderKL, SD3Transformer2DModel, UNet2DConditionModel
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPVisionConfig,
+        CLIPVisionModelWithProjection,
+        T5Config,
+        T5EncoderModel,
+    )
 
     from pirs.models.components import SDComponents, tiny_tokenizer
     from pirs.models.method import get_method, load_config
 
+    cls = get_method(name)
     with torch.device("meta"):
-        parts = SDComponents(unet=UNet2DConditionModel(**SD15_UNET), vae=AutoencoderKL(**SD15_VAE),
-                             text_encoder=CLIPTextModel(CLIPTextConfig(**SD15_TEXT)), tokenizer=tiny_tokenizer(77),
-                             scheduler_config={})
-        m = get_method(name)(load_config(name, "sd15"), parts)
+        if name == "dpir":
+            m = cls(load_config(name, "sd3"), SD3Transformer2DModel(**SD3_TRANSFORMER), AutoencoderKL(**SD3_VAE),
+                    T5EncoderModel(T5Config(**T5_XXL)), tiny_tokenizer(77),
+                    CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_L_VISION)))
+        else:
+            parts = SDComponents(unet=UNet2DConditionModel(**SD15_UNET), vae=AutoencoderKL(**SD15_VAE),
+                                 text_encoder=CLIPTextModel(CLIPTextConfig(**SD15_TEXT)), tokenizer=tiny_tokenizer(77),
+                                 scheduler_config={})
+            extra = (CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_L_VISION)),) if name == "diffrestorer" \
+                else ()
+            m = cls(load_config(name, "sd15"), parts, *extra)
     c = m.parameter_counts()
-    c["unet_and_trainable"] = sum(p.numel() for p in m.unet.parameters()) + c["trainable"]
+    backbone = m.transformer if name == "dpir" else m.unet
+    c["backbone_and_trainable"] = sum(p.numel() for p in backbone.parameters()) + c["trainable"]
     return {k: round(v / 1e6, 1) for k, v in c.items()}
 
 
@@ -179,16 +206,15 @@ def main() -> None:
         s = run_child("step", name, a.steps, a.warmup)
         t = run_child("trainer", name, a.steps, a.warmup)
         over = t["seconds_per_step"] / s["seconds_per_step"] - 1
-        print(f"{name:8s} own step {s['seconds_per_step'] * 1000:.1f} ms ({1 / s['seconds_per_step']:.2f} steps/s, "
+        print(f"{name:12s} own step {s['seconds_per_step'] * 1000:.1f} ms ({1 / s['seconds_per_step']:.2f} steps/s, "
               f"{s['seconds_per_step'] / plain['seconds_per_step']:.2f}x the plain ControlNet step), "
               f"through pirs' trainer {t['seconds_per_step'] * 1000:.1f} ms: wrapper overhead {over * 100:+.1f}% "
               f"(goal < 10%); peak RSS {s['peak_rss_mb']:.0f} / {t['peak_rss_mb']:.0f} MB")
-    print("\nreal-size parameter counts on Stable Diffusion 1.5 (millions):")
+    print("\nreal-size parameter counts (SD 1.5; DPIR on SD3 medium with T5-XXL), millions:")
     for name in method_names():
         c = real_size_counts(name)
-        print(f"{name:8s} total {c['total']:.0f} M (UNet + trainable parts {c['unet_and_trainable']:.0f} M), "
-              f"trainable {c['trainable']:.0f} M, frozen {c['frozen']:.0f} M (UNet, VAE, CLIP text); "
-              f"paper: {PAPERS.get(name, 'not stated')}")
+        print(f"{name:12s} total {c['total']:.0f} M (backbone + trainable parts {c['backbone_and_trainable']:.0f} M), "
+              f"trainable {c['trainable']:.0f} M, frozen {c['frozen']:.0f} M; paper: {PAPERS.get(name, 'not stated')}")
 
 
 if __name__ == "__main__":

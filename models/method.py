@@ -20,7 +20,8 @@ import torch
 import yaml
 
 METHODS: dict[str, type[Method]] = {}
-_MODULES = {"spire": "pirs.models.spire", "xpsr": "pirs.models.xpsr", "diffrestorer": "pirs.models.diffrestorer"}
+_MODULES = {"spire": "pirs.models.spire", "xpsr": "pirs.models.xpsr", "diffrestorer": "pirs.models.diffrestorer",
+            "dpir": "pirs.models.dpir"}
 
 
 class ConfigError(ValueError):

@@ -60,7 +60,8 @@ def data_options(method: Method, seed: int) -> DataOptions:
     c = method.config
     return DataOptions(resolution=getattr(c, "resolution", None), semantic_field=getattr(c, "semantic_field",
                        "caption_source"), restoration_dropout=getattr(c, "restoration_dropout", 0.0),
-                       semantic_dropout=getattr(c, "semantic_dropout", 0.0), seed=seed)
+                       semantic_dropout=getattr(c, "semantic_dropout", getattr(c, "caption_dropout", 0.0)),
+                       seed=seed)
 
 
 def build_method(name: str, config: str, overrides: list[str], base: str | None) -> Method:

@@ -139,6 +139,7 @@ def test_the_low_level_caption_reaches_the_output(shards, trained) -> None:
     outs = [model.predict(collate([dict(s, caption_low=c)]), 3, torch.Generator().manual_seed(2)) for c in lows]
     assert not torch.equal(outs[0], outs[1])
     # through SFA: the ControlNet's residuals into the UNet change with the low-level caption
+    torch.set_grad_enabled(False)
     z, t = torch.randn(1, 4, 16, 16), torch.tensor([500])
     c_h = model.text([s["caption_high"]])
     res = [model.controlnet(z, t, encoder_hidden_states=torch.cat([c_h, model.text([c])], dim=1),
@@ -150,6 +151,7 @@ def test_the_low_level_caption_reaches_the_output(shards, trained) -> None:
     res = [fresh.controlnet(z, t, encoder_hidden_states=torch.cat([c_h, fresh.text([c])], dim=1),
                             controlnet_cond=s["lq"][None], return_dict=False) for c in lows]
     assert all(torch.equal(a, b) for a, b in zip(res[0][0], res[1][0], strict=True))
+    torch.set_grad_enabled(True)
 
 
 def test_loads_a_local_stable_diffusion_folder(tmp_path) -> None:
