@@ -152,18 +152,53 @@ def test_restoration_prompt_reaches_the_output(shards, trained) -> None:
 
 
 def test_loads_a_local_stable_diffusion_folder(tmp_path) -> None:
-    parts = tiny_sd(seed=3)
-    save_sd(parts, str(tmp_path / "sd"))
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
     from pirs.models.method import load_config
 
+    parts = tiny_sd(seed=3)
+    pipe = StableDiffusionPipeline(vae=parts.vae, text_encoder=parts.text_encoder, tokenizer=parts.tokenizer,
+                                   unet=parts.unet, scheduler=DDIMScheduler(**parts.scheduler_config),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(tmp_path / "sd")  # what a local Stable Diffusion folder looks like
     m = Spire.build(load_config("spire", "tiny", ["variant=sd"]), base=str(tmp_path / "sd"))
     for (n, p), q in zip(m.unet.named_parameters(), parts.unet.parameters(), strict=True):
         assert torch.equal(p, q), n
     assert not any(p.requires_grad for p in m.unet.parameters())
     assert m.text(["Remove the haze"]).shape[-1] == parts.text_encoder.config.hidden_size
+    assert m.scheduler_config["beta_schedule"] == "scaled_linear"
     (tmp_path / "sd" / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(WeightsMissing, match=r"unet/diffusion_pytorch_model.safetensors.*huggingface-cli download"):
         Spire.build(load_config("spire", "tiny", ["variant=sd"]), base=str(tmp_path / "sd"))
+    save_sd(parts, str(tmp_path / "sd2"))  # pirs' own writer gives the same layout
+    assert Spire.build(load_config("spire", "tiny", ["variant=sd"]), base=str(tmp_path / "sd2")).parameter_counts() \
+        == m.parameter_counts()
+
+
+def test_ema_validation_images_and_gradient_accumulation(tmp_path, shards) -> None:
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    train(TrainConfig(method="spire", data=str(shards), out=str(out), max_steps=2, batch_size=1, grad_accum=2,
+                      ema_decay=0.5, validate_every=2, validation_steps=2, progress=False, learning_rate=3e-3))
+    ck = out / "checkpoint-0000002"
+    model, ema = load_file(ck / "model.safetensors"), load_file(ck / "ema.safetensors")
+    init = build_method("spire", "tiny", [], None).trainable_state_dict()
+    k = next(k for k in model if not torch.equal(model[k], init[k]))
+    assert not torch.equal(ema[k], model[k])  # the EMA lags the weights
+    png = out / "validation" / "step-0000002.png"
+    assert png.is_file() and Image.open(png).size == (3 * 32, 4 * 32)
+    meta = json.loads((ck / "trainer.json").read_text())
+    assert meta["grad_accum"] == 2 and meta["step"] == 2
+
+
+def test_no_pickle_loading_anywhere_in_models() -> None:
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "models"
+    for path in root.rglob("*.py"):
+        for call in re.findall(r"torch\.load\([^)]*\)", path.read_text()):
+            assert "weights_only=True" in call, (path, call)
 
 
 def test_cli_train_predict_and_errors(tmp_path, shards, capsys) -> None:
