@@ -65,38 +65,20 @@ def _rel(p: Path, root: Path) -> str:
 def _match(root: Path, lq_dir: Path, hq_dir: Path,
            hq_stem: Callable[[str], str | None]) -> tuple[list[Pair], list[dict]]:
     """Pair every LQ in ``lq_dir`` with the HQ in ``hq_dir`` whose stem is ``hq_stem(lq stem)``."""
-    pairs: list[Pair] = []
-    problems: list[dict] = []
-    hq_by_stem: dict[str, Path] = {}
-    for p in _images(hq_dir):
-        if p.stem in hq_by_stem:
-            problems.append({"path": _rel(p, root), "reason": f"duplicate HQ name: {p.stem!r} also as "
-                             f"{_rel(hq_by_stem[p.stem], root)}"})
-            continue
-        hq_by_stem[p.stem] = p
-    used: set[str] = set()
-    seen_lq: dict[str, Path] = {}
-    for p in _images(lq_dir):
-        if p.stem in seen_lq:
-            problems.append({"path": _rel(p, root), "reason": f"duplicate LQ name: {p.stem!r} also as "
-                             f"{_rel(seen_lq[p.stem], root)}"})
-            continue
-        seen_lq[p.stem] = p
-        stem = hq_stem(p.stem)
-        if stem is None:
-            problems.append({"path": _rel(p, root), "reason": "LQ file name does not follow the layout's pattern"})
-            continue
-        hq = hq_by_stem.get(stem)
-        if hq is None:
-            problems.append({"path": _rel(p, root), "reason": f"LQ without its HQ (looked for "
-                             f"{_rel(hq_dir, root)}/{stem}.*)"})
-            continue
-        used.add(stem)
-        pairs.append(Pair(_rel(p, root), _rel(hq, root)))
-    for stem, hq in hq_by_stem.items():
-        if stem not in used:
-            problems.append({"path": _rel(hq, root), "reason": "HQ without any LQ"})
-    return pairs, problems
+    return _match_lists(root, _images(lq_dir), _images(hq_dir), hq_stem, hq_dir)
+
+
+def _unique(root: Path, files: list[Path], what: str) -> tuple[dict[str, Path], list[dict]]:
+    """Files by stem; a second file with the same stem is a problem, not a silent overwrite."""
+    by_stem: dict[str, Path] = {}
+    problems = []
+    for p in files:
+        if p.stem in by_stem:
+            problems.append({"path": _rel(p, root), "reason": f"duplicate {what} name: {p.stem!r} also as "
+                             f"{_rel(by_stem[p.stem], root)}"})
+        else:
+            by_stem[p.stem] = p
+    return by_stem, problems
 
 
 def _sub_dirs(root: Path, lq_name: str, hq_name: str) -> list[tuple[Path, Path]]:
@@ -161,16 +143,24 @@ def _realsr(root: Path, scale: int) -> tuple[list[Pair], list[dict]]:
     return pairs, problems
 
 
-def _match_lists(root: Path, lq_files: list[Path], hq_files: list[Path],
-                 hq_stem: Callable[[str], str | None]) -> tuple[list[Pair], list[dict]]:
-    pairs, problems = [], []
-    hq_by_stem = {p.stem: p for p in hq_files}
-    used = set()
-    for p in lq_files:
+def _match_lists(root: Path, lq_files: list[Path], hq_files: list[Path], hq_stem: Callable[[str], str | None],
+                 hq_dir: Path | None = None) -> tuple[list[Pair], list[dict]]:
+    """Pair LQ files with HQ files by ``hq_stem``; report duplicates, LQs without HQ and HQs without LQ."""
+    hq_by_stem, problems = _unique(root, hq_files, "HQ")
+    lq_by_stem, dup = _unique(root, lq_files, "LQ")
+    problems += dup
+    pairs: list[Pair] = []
+    used: set[str] = set()
+    for p in lq_by_stem.values():
         stem = hq_stem(p.stem)
-        hq = hq_by_stem.get(stem) if stem else None
+        if stem is None:
+            problems.append({"path": _rel(p, root), "reason": "LQ file name does not follow the layout's pattern"})
+            continue
+        hq = hq_by_stem.get(stem)
         if hq is None:
-            problems.append({"path": _rel(p, root), "reason": f"LQ without its HQ (looked for {stem}.*)"})
+            folder = hq_dir if hq_dir is not None else (hq_files[0].parent if hq_files else None)
+            where = _rel(folder, root) + "/" if folder is not None else ""
+            problems.append({"path": _rel(p, root), "reason": f"LQ without its HQ (looked for {where}{stem}.*)"})
             continue
         used.add(stem)
         pairs.append(Pair(_rel(p, root), _rel(hq, root)))

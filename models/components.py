@@ -149,3 +149,33 @@ def encode_text(c: SDComponents, texts: list[str], device: torch.device | str = 
     ids = c.tokenizer(list(texts), padding="max_length", truncation=True, max_length=c.tokenizer.model_max_length,
                       return_tensors="pt").input_ids.to(device)
     return c.text_encoder(ids)[0]
+
+
+def sd_parts(config, base: str | None) -> SDComponents:
+    """The SD parts a method's config asks for: from the local folder ``base``, else tiny random ones."""
+    from .method import ConfigError
+
+    if base is None and config.variant != "tiny":
+        raise ConfigError(f"config variant {config.variant!r} needs --base: a local Stable Diffusion folder")
+    torch.manual_seed(config.seed)
+    return load_sd(base) if base else tiny_sd(config.seed)
+
+
+def make_scheduler(scheduler_config: dict, kind: str = "ddpm"):
+    """A DDPM (training) or DDIM (sampling) scheduler from an SD ``scheduler_config.json``."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "steps_offset",
+            "clip_sample", "set_alpha_to_one")
+    cfg = {k: v for k, v in scheduler_config.items() if k in keys}
+    if kind == "ddim":
+        return DDIMScheduler(**cfg)
+    cfg.pop("set_alpha_to_one", None)
+    cfg.pop("steps_offset", None)
+    return DDPMScheduler(**cfg)
+
+
+@torch.no_grad()
+def vae_latents(vae, images: torch.Tensor) -> torch.Tensor:
+    """The VAE posterior mean of ``images`` times the scaling factor."""
+    return vae.encode(images).latent_dist.mean * vae.config.scaling_factor

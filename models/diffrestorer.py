@@ -38,7 +38,7 @@ from torch import nn
 
 from pirs.degrade.labels import UNIVERSAL
 
-from .components import SDComponents, freeze, load_sd, tiny_sd
+from .components import SDComponents, freeze, make_scheduler, sd_parts, vae_latents
 from .method import ConfigError, Method, register
 
 
@@ -238,8 +238,7 @@ class DiffRestorer(Method):
         if base is None and config.variant != "tiny":
             raise ConfigError(f"config variant {config.variant!r} needs --base: a local folder with SD 1.5 and "
                               "image_encoder/ (CLIP ViT-L/14 vision tower with projection)")
-        torch.manual_seed(config.seed)
-        parts = load_sd(base) if base else tiny_sd(config.seed)
+        parts = sd_parts(config, base)
         image_encoder = load_image_encoder(base) if base else tiny_image_encoder(config, parts)
         model = cls(config, parts, image_encoder)
         if config.stage == 2:
@@ -309,17 +308,14 @@ class DiffRestorer(Method):
 
     def training_step(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Stage 1: ``L_diff + L_deg + L_rec`` (Eq. 7); stage 2: ``L_gen (+ L_per, L_adv)`` (Eq. 8)."""
-        from .spire import Spire
-
         hq, lq = batch["hq"], batch["lq"]
-        with torch.no_grad():
-            z0 = self.vae.encode(hq).latent_dist.mean * self.vae.config.scaling_factor
+        z0 = vae_latents(self.vae, hq)
         p_s, p_d = self.visual_prompts(lq)
         if self.config.stage == 2:
             restored = self.decode(z0, lq, p_d.detach())
             gen = F.mse_loss(restored.float(), hq.float())
             return {"loss": gen, "gen": gen.detach()}
-        sched = Spire.scheduler(self, "ddpm")
+        sched = make_scheduler(self.scheduler_config, "ddpm")
         noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
         t = torch.randint(0, sched.config.num_train_timesteps, (z0.shape[0],), generator=generator).to(z0.device)
         z_t = sched.add_noise(z0, noise, t)

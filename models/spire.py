@@ -34,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .components import SDComponents, encode_text, freeze, load_sd, tiny_sd
-from .method import ConfigError, Method, register
+from .components import SDComponents, encode_text, freeze, make_scheduler, sd_parts, vae_latents
+from .method import Method, register
 from .unet_fusion import check_plain, run_down, run_mid, timestep_embedding, unet_with_fusion
 
 BLIND_PROMPT = "Remove all degradation"
@@ -142,33 +142,19 @@ class Spire(Method):
 
     @classmethod
     def build(cls, config: Config, base: str | None = None) -> Spire:
-        if base is None and config.variant != "tiny":
-            raise ConfigError(f"config variant {config.variant!r} needs --base: a local Stable Diffusion folder")
-        torch.manual_seed(config.seed)
-        parts = load_sd(base) if base else tiny_sd(config.seed)
-        return cls(config, parts)
+        return cls(config, sd_parts(config, base))
 
     # ------------------------------------------------------------------ pieces
 
     def scheduler(self, kind: str = "ddpm"):
-        from diffusers import DDIMScheduler, DDPMScheduler
-
-        keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type", "steps_offset",
-                "clip_sample", "set_alpha_to_one")
-        cfg = {k: v for k, v in self.scheduler_config.items() if k in keys}
-        if kind == "ddim":
-            return DDIMScheduler(**cfg)
-        cfg.pop("set_alpha_to_one", None)
-        cfg.pop("steps_offset", None)
-        return DDPMScheduler(**cfg)
+        return make_scheduler(self.scheduler_config, kind)
 
     def text(self, prompts: list[str]) -> torch.Tensor:
         return encode_text(self, prompts, self.unet.conv_in.weight.device)
 
-    @torch.no_grad()
     def latents(self, images: torch.Tensor) -> torch.Tensor:
         """VAE posterior mean times the scaling factor."""
-        return self.vae.encode(images).latent_dist.mean * self.vae.config.scaling_factor
+        return vae_latents(self.vae, images)
 
     def eps(self, z_t: torch.Tensor, t: torch.Tensor, lq: torch.Tensor, restoration_emb: torch.Tensor,
             semantic_emb: torch.Tensor) -> torch.Tensor:

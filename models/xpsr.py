@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .components import SDComponents, encode_text, freeze, load_sd, tiny_sd
+from .components import SDComponents, encode_text, freeze, make_scheduler, sd_parts, vae_latents
 from .method import ConfigError, Method, register
 
 NEGATIVE_PROMPT = "blurry, dotted, noise, unclear, low-res, over-smoothed"
@@ -155,23 +155,16 @@ class Xpsr(Method):
 
     @classmethod
     def build(cls, config: Config, base: str | None = None) -> Xpsr:
-        if base is None and config.variant != "tiny":
-            raise ConfigError(f"config variant {config.variant!r} needs --base: a local Stable Diffusion folder")
-        torch.manual_seed(config.seed)
-        parts = load_sd(base) if base else tiny_sd(config.seed)
-        return cls(config, parts)
+        return cls(config, sd_parts(config, base))
 
     def scheduler(self, kind: str):
-        from .spire import Spire
-
-        return Spire.scheduler(self, kind)
+        return make_scheduler(self.scheduler_config, kind)
 
     def text(self, prompts: list[str]) -> torch.Tensor:
         return encode_text(self, prompts, self.unet.conv_in.weight.device)
 
-    @torch.no_grad()
     def latents(self, images: torch.Tensor) -> torch.Tensor:
-        return self.vae.encode(images).latent_dist.mean * self.vae.config.scaling_factor
+        return vae_latents(self.vae, images)
 
     def eps(self, z_t: torch.Tensor, t: torch.Tensor, lq: torch.Tensor, c_h: torch.Tensor,
             c_l: torch.Tensor) -> torch.Tensor:
