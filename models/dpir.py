@@ -16,14 +16,15 @@ The method as the paper describes it, on diffusers and transformers parts:
   joined with the T5 embedding of the caption (dropped to ``""`` with ``caption_dropout``);
   the pooled projection comes from the image embeddings;
 - the **degradation-robust VAE encoder** (Sec. 3.1), ``--stage vae``: a copy of the VAE
-  encoder trained on LQ images so that ``D(E_dr(x_LQ))`` matches ``x_HQ`` (L1; the LPIPS and
-  GAN terms are weights ``lpips_weight``/``gan_weight``, 0 in the tiny config); the
-  transformer stage encodes the LQ with it when ``vae_checkpoint`` names that run.
+  encoder trained on LQ images so that ``D(E_dr(x_LQ))`` matches ``x_HQ`` with L1 plus
+  ``lpips_weight`` times LPIPS (pyiqa's network with local weights from ``lpips_weights``; 0 in
+  the tiny config, which has no weights); the optional GAN term is not implemented; the transformer
+  stage encodes the LQ with it when ``vae_checkpoint`` names that run.
 
 Documented choices: the transformer is fine-tuned with the LQ branch (the frozen parts are
 T5, the CLIP image encoder and the VAE); the global view at inference is the whole LQ image
 (the paper's larger context crop needs the surrounding image, which a test-set record does
-not carry); LPIPS and the GAN term are not implemented yet (their weights must stay 0).
+not carry); the robust encoder's optional GAN term is not implemented (``gan_weight`` must be 0).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class Dpir(Method):
         logit_std: float = 1.0
         shift: float = 1.0
         lpips_weight: float = 0.0
+        lpips_weights: str | None = None  # folder with LPIPS_v0.1_alex-df73285e.pth and alexnet-owt-7be5be79.pth
         gan_weight: float = 0.0
         resolution: int = 32
         learning_rate: float = 1e-4
@@ -97,8 +99,9 @@ class Dpir(Method):
 
         if config.stage not in ("dit", "vae"):
             raise ConfigError(f"stage must be 'dit' or 'vae', got {config.stage!r}")
-        if config.lpips_weight or config.gan_weight:
-            raise ConfigError("lpips_weight and gan_weight are not implemented yet in pirs' DPIR; set them to 0")
+        if config.gan_weight:
+            raise ConfigError("gan_weight: the robust encoder's GAN term is optional in DPIR and not implemented "
+                              "in pirs; set it to 0")
         self.config = config
         self.semantic_dropout = config.caption_dropout
         self.transformer, self.vae, self.text_encoder, self.image_encoder = transformer, vae, text_encoder, \
@@ -111,6 +114,9 @@ class Dpir(Method):
         self.lq_branch = LQConditionBranch(self.vae.config.latent_channels, config.lq_branch_width, inner,
                                            transformer.config.patch_size)
         self.latent_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.lpips = make_lpips(config.lpips_weights) if config.stage == "vae" and config.lpips_weight else None
+        if self.lpips is not None:
+            freeze(self.lpips)
         if config.stage == "vae":
             self.requires_grad_(False)
             self.robust_encoder.requires_grad_(True)
@@ -124,7 +130,7 @@ class Dpir(Method):
 
     @property
     def frozen_modules(self) -> tuple[str, ...]:  # type: ignore[override]
-        base = ("vae", "text_encoder", "image_encoder")
+        base = ("vae", "text_encoder", "image_encoder", "lpips")
         return base + ("transformer", "lq_branch") if self.config.stage == "vae" else base + ("robust_encoder",)
 
     @classmethod
@@ -218,10 +224,16 @@ class Dpir(Method):
     def training_step(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """``dit``: rectified flow with logit-normal noise levels; ``vae``: L1 of D(E_dr(LQ)) against HQ."""
         hq, lq = batch["hq"], batch["lq"]
-        if self.config.stage == "vae":
+        if self.config.stage == "vae":  # ||D(E_dr(x_LQ)) - x_HQ||_1 + alpha * LPIPS (Sec. 3.1)
             rec = self.decode(self.encode(lq, robust=True))
             l1 = F.l1_loss(rec.float(), hq.float())
-            return {"loss": l1, "l1": l1.detach()}
+            out = {"l1": l1.detach()}
+            loss = l1
+            if self.lpips is not None:
+                per = self.lpips((rec.float() + 1) / 2, (hq.float() + 1) / 2).mean()
+                loss = loss + self.config.lpips_weight * per
+                out["lpips"] = per.detach()
+            return {"loss": loss, **out}
         with torch.no_grad():
             x0 = self.encode(hq)
             z_lq = self.encode(lq, robust=self.config.vae_checkpoint is not None)
@@ -249,6 +261,38 @@ class Dpir(Method):
             sigma = (t / 1000).expand(z.shape[0]).to(z.dtype)
             z = sched.step(self.velocity(z, sigma, z_lq, c_dual, pooled, lq_branch), t, z).prev_sample
         return self.decode(z).clamp(-1, 1)
+
+
+LPIPS_FILES = ("LPIPS_v0.1_alex-df73285e.pth", "alexnet-owt-7be5be79.pth")
+
+
+def make_lpips(folder: str | None) -> nn.Module:
+    """pyiqa's LPIPS network (AlexNet, v0.1) with its weights from ``folder``; nothing is downloaded."""
+    from pathlib import Path
+
+    import torch.hub
+    from pyiqa.archs.lpips_arch import LPIPS
+
+    from .components import WeightsMissing
+
+    root = Path(folder) if folder else None
+    missing = [n for n in LPIPS_FILES if root is None or not (root / n).is_file()]
+    if missing:
+        raise WeightsMissing(f"lpips_weights {folder!r}: missing {', '.join(missing)}. Put LPIPS v0.1's linear layers "
+                             "(pyiqa's release) and torchvision's AlexNet weights in one folder and set "
+                             "lpips_weights to it (the same files `bench` uses under torch/hub/), or set "
+                             "lpips_weight to 0")
+    saved = torch.hub.get_dir()
+    hub = root / "_hub"
+    (hub / "checkpoints").mkdir(parents=True, exist_ok=True)
+    link = hub / "checkpoints" / LPIPS_FILES[1]
+    if not link.exists():
+        link.symlink_to((root / LPIPS_FILES[1]).resolve())
+    torch.hub.set_dir(str(hub))  # torchvision finds AlexNet there instead of downloading it
+    try:
+        return LPIPS(pretrained=True, net="alex", pretrained_model_path=str(root / LPIPS_FILES[0]))
+    finally:
+        torch.hub.set_dir(saved)
 
 
 def tiny_sd3(config) -> tuple:

@@ -129,3 +129,34 @@ def test_loads_a_local_sd3_folder_and_names_what_is_missing(tmp_path) -> None:
         part.save_pretrained(tmp_path / "sd3" / name)
     m = Dpir.build(cfg, base=str(tmp_path / "sd3"))
     assert all(torch.equal(p, q) for p, q in zip(m.transformer.parameters(), transformer.parameters(), strict=True))
+
+
+def test_robust_encoder_lpips_term_with_local_weights(tmp_path, shards) -> None:
+    """The LPIPS term runs pyiqa's real network from a local folder (random weights here, nothing downloaded)."""
+    import torch.hub
+    import torchvision
+    from pyiqa.archs.lpips_arch import LPIPS
+
+    from pirs.models.dpir import LPIPS_FILES
+
+    with pytest.raises(WeightsMissing, match="LPIPS_v0.1_alex"):
+        build_method("dpir", "tiny", ["stage=vae", "lpips_weight=0.5", f"lpips_weights={tmp_path / 'w'}"], None)
+    folder = tmp_path / "w"
+    folder.mkdir()
+    torch.save(torchvision.models.alexnet(weights=None).state_dict(), folder / LPIPS_FILES[1])
+    saved = torch.hub.get_dir()
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / LPIPS_FILES[1]).symlink_to(folder / LPIPS_FILES[1])
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    try:
+        torch.save(LPIPS(pretrained=False, net="alex").state_dict(), folder / LPIPS_FILES[0])
+    finally:
+        torch.hub.set_dir(saved)
+    m = build_method("dpir", "tiny", ["stage=vae", "lpips_weight=0.5", f"lpips_weights={folder}"], None)
+    assert m.lpips is not None and not any(p.requires_grad for p in m.lpips.parameters())
+    batch = ShardPairs(str(shards), data_options(m, 0)).batch(0, 2)
+    out = m.training_step(batch, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out["loss"].detach(), out["l1"] + 0.5 * out["lpips"])
+    rec = m.decode(m.encode(batch["lq"], robust=True))
+    direct = m.lpips((rec + 1) / 2, (batch["hq"] + 1) / 2).mean()
+    torch.testing.assert_close(out["lpips"], direct.detach())
