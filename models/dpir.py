@@ -282,17 +282,19 @@ def make_lpips(folder: str | None) -> nn.Module:
                              "(pyiqa's release) and torchvision's AlexNet weights in one folder and set "
                              "lpips_weights to it (the same files `bench` uses under torch/hub/), or set "
                              "lpips_weight to 0")
+    import shutil
+    import tempfile
+
     saved = torch.hub.get_dir()
-    hub = root / "_hub"
-    (hub / "checkpoints").mkdir(parents=True, exist_ok=True)
-    link = hub / "checkpoints" / LPIPS_FILES[1]
-    if not link.exists():
-        link.symlink_to((root / LPIPS_FILES[1]).resolve())
+    hub = Path(tempfile.mkdtemp(prefix="pirs-hub-"))  # the weights folder itself may be read-only
+    (hub / "checkpoints").mkdir()
+    (hub / "checkpoints" / LPIPS_FILES[1]).symlink_to((root / LPIPS_FILES[1]).resolve())
     torch.hub.set_dir(str(hub))  # torchvision finds AlexNet there instead of downloading it
     try:
         return LPIPS(pretrained=True, net="alex", pretrained_model_path=str(root / LPIPS_FILES[0]))
     finally:
         torch.hub.set_dir(saved)
+        shutil.rmtree(hub, ignore_errors=True)
 
 
 def tiny_sd3(config) -> tuple:
