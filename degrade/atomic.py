@@ -18,6 +18,16 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented, key-sorted JSON, atomically."""
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")

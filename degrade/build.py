@@ -6,6 +6,10 @@ be built in any order on any number of processes. A shard is written under a tem
 name, renamed when complete, then marked done by ``stats/shard-NNNNNN.json`` (count,
 bytes, sha256, rejects, seconds, build fingerprint). A re-run skips exactly the shards
 whose marker matches the fingerprint and whose tar is intact.
+
+Where shard tasks run is the executor's business (:mod:`.executors`: local processes or
+Ray); ``--out`` may be a local folder or an fsspec URL (:mod:`.fs`), written shard by
+shard under temporary keys, then the markers, then the manifest last.
 """
 
 from __future__ import annotations
@@ -14,11 +18,10 @@ import hashlib
 import json
 import math
 import multiprocessing as mp
-import os
 import sys
 import time
 from collections import OrderedDict
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,12 +29,20 @@ import cv2
 import numpy as np
 
 from . import schema
-from .atomic import one_line, write_json, write_text
-from .card import write_card
+from .atomic import one_line
+from .executors import (
+    DEFAULT_MAX_RETRIES,
+    EXECUTORS,
+    Executor,
+    LocalExecutor,
+    TaskFailed,
+    exit_with_parent,
+    make_executor,
+)
+from .fs import Folder, set_storage_options
 from .ops import geometry
 from .pipeline import degrade
 from .recipe import Recipe, load_recipe
-from .shards import ShardWriter, file_digest
 from .sources import DEFAULT_MAX_PIXELS, BadInput, SourceInfo, SourceRef, check, decode, discover
 
 PIRS_VERSION = "0.1.0"
@@ -58,6 +69,13 @@ class BuildConfig:
     strict: bool = False
     overwrite: bool = False
     progress: bool = True
+    executor: str = "local"  # local | ray: where shard tasks run, never what they contain
+    ray_address: str | None = None
+    max_retries: int = DEFAULT_MAX_RETRIES
+    storage_options: dict | None = None  # fsspec options for URL --out / --input; never written out
+
+# Arguments that do not change any output byte, left out of build.json / manifest args.
+RUN_ONLY = ("progress", "overwrite", "executor", "ray_address", "max_retries", "storage_options")
 
 
 @dataclass
@@ -75,6 +93,7 @@ class BuildResult:
     sample_rejects: int
     seconds: float
     manifest: dict = field(repr=False, default_factory=dict)
+    failures: list[dict] = field(default_factory=list)  # failed attempts that were retried (stats/failures.jsonl)
 
 
 class BuildError(RuntimeError):
@@ -163,34 +182,37 @@ _STATE: dict = {}
 INPUTS_FILE = "inputs.json"  # in stats/: the build's config and usable sources, read by pool workers
 
 
-def _init_process(counter) -> None:
-    """Pool worker start-up: one OpenCV thread, a progress counter, and exit with the parent."""
+def _init_process(counter, storage_options: dict | None = None) -> None:
+    """Pool worker start-up: one OpenCV thread, a progress counter, storage options, and exit with the parent."""
     cv2.setNumThreads(1)
     _STATE["counter"] = counter
-    _exit_with_parent()
+    set_storage_options(storage_options)
+    exit_with_parent()
 
 
 def _set_state(cfg: BuildConfig, sources: list[SourceInfo], fp: str) -> None:
     _STATE.update(cfg=cfg, recipe=load_recipe(cfg.pipeline), sources=sources, fingerprint=fp,
-                  cache=_ImageCache(), perm={})
+                  cache=_ImageCache(), perm={}, folder=Folder(cfg.out, cfg.storage_options))
 
 
-def _load_state(out: str, fp: str) -> None:
+def _load_state(out: str, fp: str, storage_options: dict | None = None) -> None:
     """Load the build's config and sources in a pool worker (once per build)."""
-    if _STATE.get("fingerprint") == fp:
+    if _STATE.get("fingerprint") == fp and _STATE["cfg"].out == out:  # workers are reused across builds
         return
-    data = json.loads((Path(out) / STATS_DIR / INPUTS_FILE).read_text())
+    set_storage_options(storage_options)
+    data = json.loads(Folder(out, storage_options).read_text(f"{STATS_DIR}/{INPUTS_FILE}"))
     if data["fingerprint"] != fp:
         raise BuildError(f"{out}: {INPUTS_FILE} belongs to another build")
     sources = [SourceInfo(SourceRef(p, loc, tuple(m) if m else None), sha, h, w)
                for p, loc, m, sha, h, w in data["sources"]]
-    _set_state(BuildConfig(**data["config"]), sources, fp)
+    _set_state(BuildConfig(**data["config"], storage_options=storage_options), sources, fp)
 
 
-def _write_inputs(out: Path, cfg: BuildConfig, sources: list[SourceInfo], fp: str) -> None:
+def _write_inputs(out: Folder, cfg: BuildConfig, sources: list[SourceInfo], fp: str) -> None:
     rows = [[s.ref.path, s.ref.location, list(s.ref.member) if s.ref.member else None, s.sha256, s.height, s.width]
             for s in sources]
-    write_json(out / STATS_DIR / INPUTS_FILE, {"fingerprint": fp, "config": asdict(cfg), "sources": rows})
+    config = {k: v for k, v in asdict(cfg).items() if k != "storage_options"}
+    out.write_json(f"{STATS_DIR}/{INPUTS_FILE}", {"fingerprint": fp, "config": config, "sources": rows})
 
 
 class _ImageCache:
@@ -216,9 +238,14 @@ class _ImageCache:
         return img
 
 
-def _shard_task(s: int, out: str, fp: str) -> dict:
-    _load_state(out, fp)
+def shard_task(state: tuple, s: int) -> dict:
+    """The executor's task: shard ``s`` of the build ``state = (out, fingerprint, storage_options)``."""
+    _load_state(*state)
     return build_shard(s)
+
+
+def _shard_task(s: int, out: str, fp: str) -> dict:
+    return shard_task((out, fp, None), s)
 
 
 def build_shard(s: int) -> dict:
@@ -226,12 +253,12 @@ def build_shard(s: int) -> dict:
     cfg: BuildConfig = _STATE["cfg"]
     recipe: Recipe = _STATE["recipe"]
     sources: list[SourceInfo] = _STATE["sources"]
-    out = Path(cfg.out)
+    out: Folder = _STATE["folder"]
     t0 = time.perf_counter()
     lo, hi = s * cfg.shard_size, min((s + 1) * cfg.shard_size, cfg.num_samples)
     width = key_width(cfg.num_samples)
     rejects, count = [], 0
-    with ShardWriter(out / shard_name(s)) as w:
+    with out.shard_writer(shard_name(s)) as w:
         for i in range(lo, hi):
             src = sources[source_index(cfg.seed, i, len(sources), _STATE["perm"])]
             key = f"{i:0{width}d}"
@@ -249,12 +276,15 @@ def build_shard(s: int) -> dict:
             if counter is not None:
                 with counter.get_lock():
                     counter.value += 1
-    nbytes, sha = file_digest(out / shard_name(s))
+            tick = _STATE.get("tick")
+            if tick is not None:
+                tick()
+    nbytes, sha = out.digest(shard_name(s))
     stats = {"shard": shard_name(s), "index": s, "samples": count, "bytes": nbytes, "sha256": sha,
              "first": lo, "last": hi - 1, "rejects": rejects, "rejects_by_reason": _by_reason(rejects),
              "seconds": round(time.perf_counter() - t0, 3), "fingerprint": _STATE["fingerprint"],
              "recipe_hash": recipe.hash}
-    write_json(out / STATS_DIR / f"{shard_name(s)[:-4]}.json", stats)
+    out.write_json(f"{STATS_DIR}/{shard_name(s)[:-4]}.json", stats)
     return stats
 
 
@@ -286,7 +316,7 @@ def scan_inputs(cfg: BuildConfig, pool: ProcessPoolExecutor | None = None) -> tu
     args = [(i, r, cfg.crop_size, cfg.pad, cfg.max_pixels) for i, r in enumerate(refs)]
     results: list = [None] * len(refs)
     bar = _bar(len(refs), "scan inputs", "img", cfg.progress)
-    if pool is not None and len(refs) > 1:
+    if pool is not None and len(refs) > 1:  # scanning runs on local processes whatever the executor
         for i, info, reason in pool.map(_check_one, args, chunksize=max(1, min(16, len(args) // (4 * cfg.workers)))):
             results[i] = (info, reason)
             bar.update(1)
@@ -336,6 +366,10 @@ def validate_config(cfg: BuildConfig, recipe: Recipe) -> None:
         raise BuildError(f"--shard-size must be at least 1, got {cfg.shard_size}")
     if cfg.workers < 1:
         raise BuildError(f"--workers must be at least 1, got {cfg.workers}")
+    if cfg.executor not in EXECUTORS:
+        raise BuildError(f"--executor must be one of {', '.join(EXECUTORS)}, got {cfg.executor!r}")
+    if cfg.max_retries < 0:
+        raise BuildError(f"--max-retries must be 0 or more, got {cfg.max_retries}")
     if cfg.crop_size < 8:
         raise BuildError(f"--crop-size must be at least 8, got {cfg.crop_size}")
     if not 0.0 <= cfg.flip_prob <= 1.0:
@@ -349,14 +383,13 @@ def validate_config(cfg: BuildConfig, recipe: Recipe) -> None:
                              f"(recipe {recipe.name}); the HQ crop must be a multiple of every scale")
 
 
-def _pending_shards(out: Path, n_shards: int, fp: str) -> list[int]:
+def _pending_shards(out: Folder | Path, n_shards: int, fp: str) -> list[int]:
+    out = out if isinstance(out, Folder) else Folder(out)
     todo = []
     for s in range(n_shards):
-        marker = out / STATS_DIR / f"{shard_name(s)[:-4]}.json"
-        tar = out / shard_name(s)
         try:
-            st = json.loads(marker.read_text())
-            if st.get("fingerprint") == fp and tar.is_file() and tar.stat().st_size == st.get("bytes"):
+            st = json.loads(out.read_text(f"{STATS_DIR}/{shard_name(s)[:-4]}.json"))
+            if st.get("fingerprint") == fp and out.size(shard_name(s)) == st.get("bytes"):
                 continue
         except (OSError, json.JSONDecodeError):
             pass
@@ -369,15 +402,19 @@ def build(cfg: BuildConfig) -> BuildResult:
     t0 = time.perf_counter()
     recipe = load_recipe(cfg.pipeline)
     validate_config(cfg, recipe)
-    out = Path(cfg.out)
-    counter = None
-    pool = None
+    set_storage_options(cfg.storage_options)
+    try:
+        out = Folder(cfg.out, cfg.storage_options)
+    except ValueError as e:
+        raise BuildError(str(e)) from None
+    pool = counter = None
     if cfg.workers > 1:
         ctx = mp.get_context("spawn")
-        counter = ctx.Value("q", 0)
-        pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_init_process, initargs=(counter,))
+        counter = ctx.Value("q", 0)  # samples done in the pool's workers: the progress bar between shards
+        pool = ProcessPoolExecutor(cfg.workers, mp_context=ctx, initializer=_init_process,
+                                   initargs=(counter, cfg.storage_options))
     try:
-        return _build(cfg, recipe, out, pool, counter, t0)
+        return _build(cfg, recipe, out, pool, t0, counter)
     except BaseException:
         if pool is not None:  # interrupted or failed: drop what has not started
             pool.shutdown(wait=True, cancel_futures=True)
@@ -388,17 +425,16 @@ def build(cfg: BuildConfig) -> BuildResult:
             pool.shutdown(wait=True)
 
 
-def _build(cfg: BuildConfig, recipe: Recipe, out: Path, pool, counter, t0: float) -> BuildResult:
+def _build(cfg: BuildConfig, recipe: Recipe, out: Folder, pool, t0: float, counter=None) -> BuildResult:
     sources, rejects, seen = scan_inputs(cfg, pool)
     if not sources:
         raise BuildError(f"no usable input images among {seen} seen in {cfg.input or 'the bundled sample photos'}"
                          + (f"; first reject: {rejects[0]['path']}: {rejects[0]['reason']}" if rejects else ""))
     fp = fingerprint(cfg, recipe, sources)
-    out.mkdir(parents=True, exist_ok=True)
-    build_file = out / "build.json"
-    if build_file.exists():
+    out.mkdir()
+    if out.exists("build.json"):
         try:
-            prev = json.loads(build_file.read_text()).get("fingerprint")
+            prev = json.loads(out.read_text("build.json")).get("fingerprint")
         except (OSError, json.JSONDecodeError):
             prev = None
         if prev != fp and not cfg.overwrite:
@@ -406,86 +442,111 @@ def _build(cfg: BuildConfig, recipe: Recipe, out: Path, pool, counter, t0: float
                              "use a new --out folder, or --overwrite to replace it")
         if prev != fp:
             _clear(out)
-    elif any(out.glob("shard-*.tar")) and not cfg.overwrite:
+    elif out.glob("shard-*.tar") and not cfg.overwrite:
         raise BuildError(f"{out} already holds shards of an unknown build; use a new --out folder or --overwrite")
     elif cfg.overwrite:
         _clear(out)
-    for tmp in list(out.glob("*.tmp")) + list((out / STATS_DIR).glob("*.tmp")):
-        tmp.unlink(missing_ok=True)
-    write_json(build_file, {"fingerprint": fp, "args": _args(cfg), "pirs": PIRS_VERSION})
+    for tmp in out.glob("*.tmp") + out.glob(f"{STATS_DIR}/*.tmp"):
+        out.rm(tmp)
+    out.write_json("build.json", {"fingerprint": fp, "args": _args(cfg), "pirs": PIRS_VERSION})
     _write_inputs(out, cfg, sources, fp)
 
     n_shards = math.ceil(cfg.num_samples / cfg.shard_size)
     todo = _pending_shards(out, n_shards, fp)
     done_samples = sum(min((s + 1) * cfg.shard_size, cfg.num_samples) - s * cfg.shard_size
                        for s in sorted(set(range(n_shards)) - set(todo)))
-    _run_shards(cfg, sources, fp, todo, done_samples, pool, counter)
+    reuse = LocalExecutor(cfg.workers, cfg.max_retries, pool=pool) if pool and cfg.executor == "local" else None
+    failures = _run_shards(cfg, sources, fp, todo, done_samples, reuse, counter if reuse else None)
 
     manifest = write_outputs(cfg, recipe, out, fp, n_shards, sources, rejects, seen)
-    return BuildResult(out=out, samples=manifest["samples"], shards=n_shards, shards_built=len(todo),
+    return BuildResult(out=out.path if out.local else out.url, samples=manifest["samples"], shards=n_shards,
+                       shards_built=len(todo),
                        shards_skipped=n_shards - len(todo), inputs_seen=seen, inputs_usable=len(sources),
                        inputs_rejected=len(rejects), sample_rejects=manifest["sample_rejects"],
-                       seconds=time.perf_counter() - t0, manifest=manifest)
+                       seconds=time.perf_counter() - t0, manifest=manifest, failures=failures)
 
 
-def _clear(out: Path) -> None:
-    for p in list(out.glob("shard-*.tar")) + list((out / STATS_DIR).glob("*.json")):
-        p.unlink()
+def _clear(out: Folder) -> None:
+    for p in out.glob("shard-*.tar") + out.glob(f"{STATS_DIR}/*.json") + out.glob(f"{STATS_DIR}/*.jsonl"):
+        out.rm(p)
     for name in ("manifest.json", "rejects.jsonl", "README.md", "build.json"):
-        (out / name).unlink(missing_ok=True)
+        out.rm(name)
 
 
 def _args(cfg: BuildConfig) -> dict:
     d = asdict(cfg)
-    for k in ("progress", "overwrite"):
+    for k in RUN_ONLY:
         d.pop(k)
     return d
 
 
 def _run_shards(cfg: BuildConfig, sources: list[SourceInfo], fp: str, todo: list[int], done: int,
-                pool: ProcessPoolExecutor | None, counter) -> None:
+                executor: Executor | None = None, counter=None) -> list[dict]:
+    """Build the pending shards on the configured executor; returns the failed (then retried) attempts.
+
+    Every failed attempt goes to ``stats/failures.jsonl``; shards still failing after
+    ``max_retries`` end the build with :class:`BuildError` naming them. The progress bar
+    moves per sample on local processes (``counter``: samples done in pool workers) and
+    per finished shard on Ray.
+    """
     bar = _bar(cfg.num_samples, f"degrade {cfg.pipeline}", "sample", cfg.progress)
     bar.update(done)
     if not todo:
         bar.close()
-        return
-    if pool is None:
-        threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)
-        _set_state(cfg, sources, fp)
+        return []
+    _set_state(cfg, sources, fp)  # used in this process when the executor runs tasks here
+    progress = {"finished": done, "here": 0}
+    start = counter.value if counter is not None else 0
+
+    def show() -> None:
+        live = done + progress["here"] + (counter.value - start if counter is not None else 0)
+        n = min(cfg.num_samples, max(progress["finished"], live))
+        if n > bar.n:
+            bar.update(n - bar.n)
+
+    def tick() -> None:  # a sample finished in this process
+        progress["here"] += 1
+        show()
+
+    def finished(_: int, st: dict) -> None:
+        progress["finished"] += st["last"] - st["first"] + 1
+        show()
+
+    _STATE["tick"] = tick
+    own = executor is None
+    if executor is not None and len(todo) < executor.workers:
+        executor.workers = len(todo)
+    if own:
         try:
-            for s in todo:
-                st = build_shard(s)
-                bar.update(st["last"] - st["first"] + 1)
-        finally:
-            cv2.setNumThreads(threads)
+            executor = make_executor(cfg.executor, min(cfg.workers, len(todo)), cfg.max_retries, cfg.ray_address)
+        except Exception as e:
+            bar.close()
+            raise BuildError(str(e)) from None
+    failures: list[dict] = []
+    try:
+        report = executor.map_shards(shard_task, todo, (cfg.out, fp, cfg.storage_options), finished, poll=show)
+        failures = report.failures
+    except TaskFailed as e:
+        failures = e.failures
+        raise BuildError(f"{cfg.out}: {e} (every attempt in {STATS_DIR}/failures.jsonl; "
+                         "run the same command again to resume)") from None
+    finally:
+        _STATE.pop("tick", None)
         bar.close()
-        return
-    start = counter.value
-    futures = {pool.submit(_shard_task, s, cfg.out, fp) for s in todo}
-    last = 0
-    while futures:
-        finished, futures = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
-        for f in finished:
-            f.result()  # re-raise a worker's failure
-        now = counter.value - start
-        bar.update(now - last)
-        last = now
-    bar.close()
+        if own:
+            executor.close()
+        write_failures(_STATE["folder"], failures)
+    return failures
+
+
+def write_failures(out: Folder, failures: list[dict]) -> None:
+    """``stats/failures.jsonl``: one line per failed attempt of a shard task in the last run."""
+    if failures or out.exists(f"{STATS_DIR}/failures.jsonl"):
+        out.write_text(f"{STATS_DIR}/failures.jsonl", "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
 
 
 def _exit_with_parent() -> None:
-    """End this worker soon after its parent dies (a killed build must not leave workers behind)."""
-    import threading
-
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="pirs-parent-watch").start()
+    exit_with_parent()
 
 
 def content_sha256(shard_digests: list[str]) -> str:
@@ -493,10 +554,11 @@ def content_sha256(shard_digests: list[str]) -> str:
     return hashlib.sha256("\n".join(shard_digests).encode()).hexdigest()
 
 
-def write_outputs(cfg: BuildConfig, recipe: Recipe, out: Path, fp: str, n_shards: int,
+def write_outputs(cfg: BuildConfig, recipe: Recipe, out: Folder | Path, fp: str, n_shards: int,
                   sources: list[SourceInfo], rejects: list[dict], seen: int) -> dict:
-    """Write manifest.json, rejects.jsonl and the dataset card from the shard markers."""
-    stats = [json.loads((out / STATS_DIR / f"{shard_name(s)[:-4]}.json").read_text()) for s in range(n_shards)]
+    """Write rejects.jsonl, the dataset card, and manifest.json last, from the shard markers."""
+    out = out if isinstance(out, Folder) else Folder(out)
+    stats = [json.loads(out.read_text(f"{STATS_DIR}/{shard_name(s)[:-4]}.json")) for s in range(n_shards)]
     sample_rejects = [r for st in stats for r in st["rejects"]]
     import PIL
 
@@ -517,7 +579,7 @@ def write_outputs(cfg: BuildConfig, recipe: Recipe, out: Path, fp: str, n_shards
         "versions": {"python": sys.version.split()[0], "numpy": np.__version__, "opencv": cv2.__version__,
                      "pillow": PIL.__version__},
     }
-    write_json(out / "manifest.json", manifest)
-    write_text(out / "rejects.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects + sample_rejects))
-    write_card(out, manifest, recipe)
+    out.write_text("rejects.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rejects + sample_rejects))
+    out.write_card(manifest, recipe)
+    out.write_json("manifest.json", manifest)  # last: a manifest means the build is complete
     return manifest

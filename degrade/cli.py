@@ -14,9 +14,10 @@ def _build_parser(sub) -> None:
                                    "resumes an interrupted build.")
     p.add_argument("--pipeline", required=True, help="recipe name (see `degrade recipes`) or path to a recipe YAML")
     p.add_argument("--input", default=None,
-                   help="folder (recursive), .txt list of paths, or webdataset .tar shards; "
-                        "default: the sample photos bundled with scikit-image")
-    p.add_argument("--out", required=True, help="output folder for shards, manifest, rejects and dataset card")
+                   help="folder (recursive), .txt list of paths, or webdataset .tar shards, a local path or URL "
+                        "(s3://bucket/photos/, streamed); default: the sample photos bundled with scikit-image")
+    p.add_argument("--out", required=True,
+                   help="output folder or URL (s3://bucket/prefix, gs://..) for shards, manifest, rejects and card")
     p.add_argument("--num-samples", type=int, default=1000, help="number of HQ/LQ pairs (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="global seed (default 0)")
     p.add_argument("--crop-size", type=int, default=512, help="HQ crop size in pixels (default 512)")
@@ -35,18 +36,36 @@ def _build_parser(sub) -> None:
     p.add_argument("--strict", action="store_true", help="exit non-zero if any input or sample was rejected")
     p.add_argument("--overwrite", action="store_true", help="replace a different build already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _run_args(p)
+
+
+def _run_args(p) -> None:
+    """Executor and storage flags (shared by the commands that write shards)."""
+    from .executors import add_executor_args
+    from .fs import add_storage_args
+
+    add_executor_args(p)
+    add_storage_args(p)
 
 
 def cmd_build(a) -> int:
     from .build import BuildConfig, BuildError, build
+    from .fs import parse_storage_options
     from .recipe import RecipeError
     from .sources import DEFAULT_MAX_PIXELS
+
+    try:
+        opts = parse_storage_options(a.storage_options)
+    except ValueError as e:
+        print(f"degrade build: error: {e}", file=sys.stderr)
+        return 2
 
     cfg = BuildConfig(pipeline=a.pipeline, input=a.input, out=a.out, num_samples=a.num_samples, seed=a.seed,
                       crop_size=a.crop_size, scale=a.scale, upsample_lq=a.upsample_lq, shard_size=a.shard_size,
                       workers=a.workers, pad=a.pad, flip_prob=a.flip_prob,
                       max_pixels=a.max_pixels or DEFAULT_MAX_PIXELS, strict=a.strict, overwrite=a.overwrite,
-                      progress=not a.quiet)
+                      progress=not a.quiet, executor=a.executor, ray_address=a.ray_address, max_retries=a.max_retries,
+                      storage_options=opts or None)
     try:
         r = build(cfg)
     except (BuildError, RecipeError, FileNotFoundError) as e:
@@ -65,6 +84,9 @@ def cmd_build(a) -> int:
           + (f"  {m['inputs']['rejects_by_reason']}" if r.inputs_rejected else ""))
     if r.sample_rejects:
         print(f"samples   {r.sample_rejects} could not be made (see rejects.jsonl)")
+    if r.failures:
+        print(f"retried   {len(r.failures)} failed shard attempt(s), all recovered (see stats/failures.jsonl): "
+              + "; ".join(f"shard {f['shard']} attempt {f['attempt']}: {f['error']}" for f in r.failures[:3]))
     print(f"output    {r.out}/  (shard-*.tar, manifest.json, rejects.jsonl, README.md)")
     print(f"look      degrade preview {r.out} --out {r.out}/preview.png")
     print(f"load      python -c \"import datasets; print(datasets.load_dataset('{r.out}')['train'][0])\"")
@@ -85,8 +107,10 @@ def _ingest_parser(sub) -> None:
                                    "get no hq.png. Re-running the same command resumes. Layouts: "
                                    + ", ".join(f"{n} ({lay.description})" for n, lay in LAYOUTS.items()))
     p.add_argument("--layout", required=True, help="data set layout: " + ", ".join(LAYOUTS))
-    p.add_argument("--input", required=True, help="root folder of the data set as distributed")
-    p.add_argument("--out", required=True, help="output folder for shards, manifest, rejects and dataset card")
+    p.add_argument("--input", required=True,
+                   help="root folder of the data set as distributed (a local or mounted copy)")
+    p.add_argument("--out", required=True,
+                   help="output folder or URL (s3://bucket/prefix) for shards, manifest, rejects and dataset card")
     p.add_argument("--scale", type=int, default=None, help="LQ-to-HQ scale (default: the layout's; RealSR: 2, 3, 4)")
     p.add_argument("--crop-size", type=int, default=None, help="seeded aligned crop of this HQ size (default: whole)")
     p.add_argument("--then", default=None, help="a further recipe (scale 1) applied to the ingested LQ, e.g. noise")
@@ -100,17 +124,26 @@ def _ingest_parser(sub) -> None:
     p.add_argument("--strict", action="store_true", help="exit non-zero if any pairing problem was found")
     p.add_argument("--overwrite", action="store_true", help="replace a different build already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _run_args(p)
 
 
 def cmd_ingest(a) -> int:
     from .build import BuildError
+    from .fs import parse_storage_options
     from .ingest import IngestConfig, ingest
     from .recipe import RecipeError
 
+    try:
+        opts = parse_storage_options(a.storage_options)
+    except ValueError as e:
+        print(f"degrade ingest: error: {e}", file=sys.stderr)
+        return 2
     labels = [x.strip() for x in a.labels.split(",") if x.strip()] if a.labels is not None else None
     cfg = IngestConfig(layout=a.layout, input=a.input, out=a.out, scale=a.scale, crop_size=a.crop_size, then=a.then,
                        labels=labels, match=a.match, seed=a.seed, limit=a.limit, shard_size=a.shard_size,
-                       workers=a.workers, strict=a.strict, overwrite=a.overwrite, progress=not a.quiet)
+                       workers=a.workers, strict=a.strict, overwrite=a.overwrite, progress=not a.quiet,
+                       executor=a.executor, ray_address=a.ray_address, max_retries=a.max_retries,
+                       storage_options=opts or None)
     try:
         r = ingest(cfg)
     except (BuildError, RecipeError, FileNotFoundError) as e:

@@ -20,9 +20,7 @@ import fnmatch
 import hashlib
 import json
 import math
-import multiprocessing as mp
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,14 +29,13 @@ import cv2
 import numpy as np
 
 from . import schema
-from .atomic import one_line, write_json, write_text
+from .atomic import one_line
 from .build import (
     PIRS_VERSION,
     STATS_DIR,
     BuildError,
     _bar,
     _by_reason,
-    _init_process,
     _pending_shards,
     content_sha256,
     encode_png,
@@ -46,13 +43,12 @@ from .build import (
     sample_rng,
     shard_name,
 )
-from .card import write_card
+from .fs import Folder, set_storage_options
 from .labels import prompt_for
 from .layouts import Layout, Pair, get_layout
 from .ops import geometry
 from .pipeline import degrade
 from .recipe import Recipe, load_recipe
-from .shards import ShardWriter, file_digest
 from .sources import DEFAULT_MAX_PIXELS, BadInput, decode
 
 INPUTS_FILE = "ingest.json"
@@ -78,13 +74,17 @@ class IngestConfig:
     strict: bool = False
     overwrite: bool = False
     progress: bool = True
+    executor: str = "local"  # local | ray (see pirs.degrade.executors); the shards are the same
+    ray_address: str | None = None
+    max_retries: int = 2
+    storage_options: dict | None = None  # fsspec options for a URL --out; never written out
 
 
 @dataclass
 class IngestResult:
     """What an ingest did."""
 
-    out: Path
+    out: Path | str  # a URL string for object storage
     pairs_found: int
     samples: int
     shards: int
@@ -252,30 +252,37 @@ def _set_state(cfg: IngestConfig, pairs: list[Pair], fp: str) -> None:
     _STATE.update(cfg=cfg, layout=layout, recipe=recipe, pairs=pairs, fingerprint=fp)
 
 
-def _load_state(out: str, fp: str) -> None:
-    if _STATE.get("fingerprint") == fp:
+def _load_state(out: str, fp: str, storage_options: dict | None = None) -> None:
+    if _STATE.get("fingerprint") == fp and _STATE["cfg"].out == out:  # Ray workers serve many runs
         return
-    data = json.loads((Path(out) / STATS_DIR / INPUTS_FILE).read_text())
+    set_storage_options(storage_options)
+    data = json.loads(Folder(out).read_text(f"{STATS_DIR}/{INPUTS_FILE}"))
     if data["fingerprint"] != fp:
         raise BuildError(f"{out}: {INPUTS_FILE} belongs to another run")
-    _set_state(IngestConfig(**data["config"]), [Pair(lq, hq) for lq, hq in data["pairs"]], fp)
+    cfg = IngestConfig(**data["config"], storage_options=storage_options)
+    _set_state(cfg, [Pair(lq, hq) for lq, hq in data["pairs"]], fp)
 
 
-def _shard_task(s: int, out: str, fp: str) -> dict:
-    _load_state(out, fp)
+def _shard_task(s: int, out: str, fp: str, storage_options: dict | None = None) -> dict:
+    _load_state(out, fp, storage_options)
     return ingest_shard(s)
+
+
+def shard_task(state: tuple, s: int) -> dict:
+    """The executor's task: shard ``s`` of the ingest ``state = (out, fingerprint, storage_options)``."""
+    return _shard_task(s, *state)
 
 
 def ingest_shard(s: int) -> dict:
     """Write shard ``s`` (state from :func:`_set_state`); returns its stats."""
     cfg: IngestConfig = _STATE["cfg"]
     pairs: list[Pair] = _STATE["pairs"]
-    out = Path(cfg.out)
+    out = Folder(cfg.out)
     t0 = time.perf_counter()
     lo, hi = s * cfg.shard_size, min((s + 1) * cfg.shard_size, len(pairs))
     width = key_width(len(pairs))
     rejects, count = [], 0
-    with ShardWriter(out / shard_name(s)) as w:
+    with out.shard_writer(shard_name(s)) as w:
         for i in range(lo, hi):
             key = f"{i:0{width}d}"
             try:
@@ -292,11 +299,11 @@ def ingest_shard(s: int) -> dict:
             if counter is not None:
                 with counter.get_lock():
                     counter.value += 1
-    nbytes, sha = file_digest(out / shard_name(s))
+    nbytes, sha = out.digest(shard_name(s))
     stats = {"shard": shard_name(s), "index": s, "samples": count, "bytes": nbytes, "sha256": sha,
              "first": lo, "last": hi - 1, "rejects": rejects, "rejects_by_reason": _by_reason(rejects),
              "seconds": round(time.perf_counter() - t0, 3), "fingerprint": _STATE["fingerprint"]}
-    write_json(out / STATS_DIR / f"{shard_name(s)[:-4]}.json", stats)
+    out.write_json(f"{STATS_DIR}/{shard_name(s)[:-4]}.json", stats)
     return stats
 
 
@@ -313,43 +320,48 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         raise BuildError(f"{cfg.input}: no {layout.name} pairs found ({layout.description}; obtain it from "
                          f"{layout.source}){first}")
     fp = fingerprint(cfg, recipe, pairs)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    run_file = out / "build.json"
+    set_storage_options(cfg.storage_options)
+    try:
+        out = Folder(cfg.out, cfg.storage_options)
+    except ValueError as e:
+        raise BuildError(str(e)) from None
+    out.mkdir()
     prev = None
-    if run_file.exists():
+    if out.exists("build.json"):
         try:
-            prev = json.loads(run_file.read_text()).get("fingerprint")
+            prev = json.loads(out.read_text("build.json")).get("fingerprint")
         except (OSError, json.JSONDecodeError):
             prev = None
-    if (prev is not None and prev != fp) or (prev is None and any(out.glob("shard-*.tar"))):
+    if (prev is not None and prev != fp) or (prev is None and out.glob("shard-*.tar")):
         if not cfg.overwrite:
             raise BuildError(f"{out} holds another build or ingest; use a new --out folder, or --overwrite")
         _clear(out)
-    for tmp in list(out.glob("*.tmp")) + list((out / STATS_DIR).glob("*.tmp")):
-        tmp.unlink(missing_ok=True)
-    write_json(run_file, {"fingerprint": fp, "args": _args(cfg), "pirs": PIRS_VERSION})
-    write_json(out / STATS_DIR / INPUTS_FILE, {"fingerprint": fp, "config": asdict(cfg),
-                                               "pairs": [[p.lq, p.hq] for p in pairs]})
+    for tmp in out.glob("*.tmp") + out.glob(f"{STATS_DIR}/*.tmp"):
+        out.rm(tmp)
+    out.write_json("build.json", {"fingerprint": fp, "args": _args(cfg), "pirs": PIRS_VERSION})
+    config = {k: v for k, v in asdict(cfg).items() if k != "storage_options"}
+    out.write_json(f"{STATS_DIR}/{INPUTS_FILE}", {"fingerprint": fp, "config": config,
+                                                  "pairs": [[p.lq, p.hq] for p in pairs]})
     n_shards = math.ceil(len(pairs) / cfg.shard_size)
     todo = _pending_shards(out, n_shards, fp)
     _run(cfg, pairs, fp, todo, n_shards)
     manifest = write_outputs(cfg, layout, recipe, out, fp, n_shards, len(pairs), problems)
-    return IngestResult(out=out, pairs_found=len(pairs), samples=manifest["samples"], shards=n_shards,
+    return IngestResult(out=out.path if out.local else out.url, pairs_found=len(pairs), samples=manifest["samples"],
+                        shards=n_shards,
                         shards_built=len(todo), problems=len(problems) + manifest["sample_rejects"],
                         seconds=time.perf_counter() - t0, manifest=manifest)
 
 
-def _clear(out: Path) -> None:
-    for p in list(out.glob("shard-*.tar")) + list((out / STATS_DIR).glob("*.json")):
-        p.unlink()
-    for name in ("manifest.json", "rejects.jsonl", "README.md", "build.json"):
-        (out / name).unlink(missing_ok=True)
+def _clear(out: Folder) -> None:
+    for name in out.glob("shard-*.tar") + out.glob(f"{STATS_DIR}/*.json") + out.glob(f"{STATS_DIR}/*.jsonl") + [
+            "manifest.json", "rejects.jsonl", "README.md", "build.json"]:
+        out.rm(name)
 
 
 def _args(cfg: IngestConfig) -> dict:
     d = asdict(cfg)
-    for k in ("progress", "overwrite", "workers", "strict"):
+    for k in ("progress", "overwrite", "workers", "strict", "executor", "ray_address", "max_retries",
+              "storage_options"):
         d.pop(k)
     return d
 
@@ -362,7 +374,7 @@ def _run(cfg: IngestConfig, pairs: list[Pair], fp: str, todo: list[int], n_shard
     if not todo:
         bar.close()
         return
-    if cfg.workers == 1 or len(todo) == 1:
+    if cfg.executor == "local" and (cfg.workers == 1 or len(todo) == 1):
         threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
         _set_state(cfg, pairs, fp)
@@ -374,30 +386,27 @@ def _run(cfg: IngestConfig, pairs: list[Pair], fp: str, todo: list[int], n_shard
             cv2.setNumThreads(threads)
         bar.close()
         return
-    ctx = mp.get_context("spawn")
-    counter = ctx.Value("q", 0)
-    pool = ProcessPoolExecutor(min(cfg.workers, len(todo)), mp_context=ctx, initializer=_init_process,
-                               initargs=(counter,))
+    from .build import write_failures
+    from .executors import TaskFailed, make_executor
+
+    failures: list[dict] = []
     try:
-        futures = {pool.submit(_shard_task, s, cfg.out, fp) for s in todo}
-        last = 0
-        while futures:
-            finished, futures = wait(futures, timeout=0.5, return_when=FIRST_COMPLETED)
-            for f in finished:
-                f.result()
-            bar.update(counter.value - last)
-            last = counter.value
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-    bar.close()
+        with make_executor(cfg.executor, min(cfg.workers, len(todo)), cfg.max_retries, cfg.ray_address) as ex:
+            failures = ex.map_shards(shard_task, todo, (cfg.out, fp, cfg.storage_options),
+                                     lambda i, st: bar.update(st["last"] - st["first"] + 1)).failures
+    except TaskFailed as e:
+        failures = e.failures
+        raise BuildError(f"{cfg.out}: {e} (every attempt in {STATS_DIR}/failures.jsonl; "
+                         "run the same command again to resume)") from None
+    finally:
+        bar.close()
+        write_failures(Folder(cfg.out), failures)
 
 
-def write_outputs(cfg: IngestConfig, layout: Layout, recipe: Recipe | None, out: Path, fp: str, n_shards: int,
+def write_outputs(cfg: IngestConfig, layout: Layout, recipe: Recipe | None, out: Folder, fp: str, n_shards: int,
                   n_pairs: int, problems: list[dict]) -> dict:
-    """Write manifest.json, rejects.jsonl and the dataset card from the shard markers."""
-    stats = [json.loads((out / STATS_DIR / f"{shard_name(s)[:-4]}.json").read_text()) for s in range(n_shards)]
+    """Write rejects.jsonl, the dataset card, and manifest.json last, from the shard markers."""
+    stats = [json.loads(out.read_text(f"{STATS_DIR}/{shard_name(s)[:-4]}.json")) for s in range(n_shards)]
     sample_rejects = [r for st in stats for r in st["rejects"]]
     name = f"ingest-{layout.name}" + (f"+{recipe.name}" if recipe else "")
     manifest = {
@@ -417,12 +426,11 @@ def write_outputs(cfg: IngestConfig, layout: Layout, recipe: Recipe | None, out:
                    for st in stats],
         "content_sha256": content_sha256([st["sha256"] for st in stats]),
     }
-    write_json(out / "manifest.json", manifest)
-    write_text(out / "rejects.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n"
-                                              for r in problems + sample_rejects))
+    out.write_text("rejects.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in problems + sample_rejects))
     card_args = dict(manifest["args"], crop_size=cfg.crop_size or "whole images", scale=cfg.scale or layout.scale)
     like_recipe = SimpleNamespace(name=name, version=recipe.version if recipe else PIRS_VERSION,
                                   hash=recipe.hash if recipe else fp, description=layout.description,
                                   source=layout.source, scales=lambda: {cfg.scale or layout.scale})
-    write_card(out, dict(manifest, args=card_args), like_recipe)
+    out.write_card(dict(manifest, args=card_args), like_recipe)
+    out.write_json("manifest.json", manifest)  # last: a manifest means the ingest is complete
     return manifest

@@ -4,6 +4,7 @@ A shard is a webdataset tar: members ``{key}.{ext}`` grouped by key, split at th
 dot. The writer is deterministic (sorted members, mtime 0, fixed owner and mode) and
 atomic (written under ``.tmp``, renamed when complete). The reader never extracts to
 disk and refuses links, paths with separators or ``..``, and members beyond a size limit.
+Both take local paths or fsspec URLs (:mod:`.fs`); a URL is streamed, never copied to disk.
 """
 
 from __future__ import annotations
@@ -41,12 +42,18 @@ class ShardWriter:
     which costs every worker process seconds of start-up.)
     """
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike, fs=None):
         # One temporary name per process: a worker orphaned by a killed build may still be
         # finishing this shard while a resumed build writes it again.
-        self.tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        self._f = open(self.tmp, "wb")
+        self.fs = fs  # an fsspec filesystem: ``path`` is a key in it, streamed to ``KEY.PID.tmp``
+        if fs is None:
+            self.path = Path(path)
+            self.tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            self._f = open(self.tmp, "wb")
+        else:
+            self.path = str(path)
+            self.tmp = f"{self.path}.{os.getpid()}.tmp"
+            self._f = fs.open(self.tmp, "wb")
         self._w = tarfile.open(fileobj=self._f, mode="w", format=tarfile.USTAR_FORMAT)
         self.count = 0
 
@@ -72,6 +79,10 @@ class ShardWriter:
         self._w.close()
         if not self._f.closed:
             self._f.close()
+        if self.fs is not None:  # complete on the store: publish under the final key
+            self.fs.mv(self.tmp, self.path)
+            self.fs.invalidate_cache()
+            return
         with open(self.tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(self.tmp, self.path)
@@ -83,7 +94,16 @@ class ShardWriter:
         except Exception:
             pass
         if not self._f.closed:
-            self._f.close()
+            try:
+                self._f.close()
+            except Exception:
+                pass
+        if self.fs is not None:
+            try:
+                self.fs.rm_file(self.tmp)
+            except (FileNotFoundError, OSError):
+                pass
+            return
         self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> ShardWriter:
@@ -96,11 +116,17 @@ class ShardWriter:
             self.abort()
 
 
-def file_digest(path: str | os.PathLike) -> tuple[int, str]:
-    """``(bytes, sha256)`` of a file."""
+def _open(path, fs=None):
+    from .fs import open_read
+
+    return fs.open(path, "rb") if fs is not None else open_read(path)
+
+
+def file_digest(path: str | os.PathLike, fs=None) -> tuple[int, str]:
+    """``(bytes, sha256)`` of a file: a local path or URL, or a key of the fsspec filesystem ``fs``."""
     h = hashlib.sha256()
     n = 0
-    with open(path, "rb") as f:
+    with _open(path, fs) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
             n += len(block)
@@ -117,7 +143,7 @@ def iter_samples(path: str | os.PathLike, max_member_bytes: int = MAX_MEMBER_BYT
     name = str(path)
     key, group = None, {}
     try:
-        with tarfile.open(path, "r|") as tf:
+        with _open(path) as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
             for m in tf:
                 if not m.isfile():
                     raise ShardError(f"{name}: member {m.name!r} is not a regular file (links are refused)")
@@ -152,7 +178,7 @@ def index_samples(path: str | os.PathLike, max_member_bytes: int = MAX_MEMBER_BY
     name = str(path)
     out: dict[str, dict[str, tuple]] = {}
     try:
-        with tarfile.open(path, "r:") as tf:
+        with _open(path) as raw, tarfile.open(fileobj=raw, mode="r:") as tf:
             for m in tf:
                 if not m.isfile():
                     raise ShardError(f"{name}: member {m.name!r} is not a regular file (links are refused)")
@@ -188,9 +214,25 @@ def iter_records(path: str | os.PathLike, validate: bool = True) -> Iterator[tup
         yield key, rec, members
 
 
-def shard_paths(folder: str | os.PathLike) -> list[Path]:
-    """The shards of a folder (or a single shard path), in name order."""
-    p = Path(folder)
+def shard_paths(folder: str | os.PathLike) -> list:
+    """The shards of a folder (or a single shard path), in name order.
+
+    Local: ``Path`` objects. A URL (``s3://bucket/shards``): URL strings of its ``*.tar`` keys.
+    """
+    from .fs import is_url, local_path, url_to_fs
+
+    if is_url(folder):
+        url = str(folder).rstrip("/")
+        fs, root = url_to_fs(url)
+        proto = url.split("://", 1)[0]
+        if url.endswith(".tar") and fs.isfile(root):
+            return [url]
+        try:
+            names = fs.ls(root, detail=False, refresh=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{folder}: no such shard folder or file") from None
+        return sorted(f"{proto}://{n}" for n in names if n.endswith(".tar"))
+    p = local_path(folder)
     if p.is_file():
         return [p]
     if not p.is_dir():

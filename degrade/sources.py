@@ -1,5 +1,8 @@
 """Input images: find them (folder, list file, webdataset shards, bundled samples) and decode them.
 
+Inputs may be local paths or fsspec URLs (``s3://bucket/photos/``): a URL folder is
+listed with the filesystem's ``find`` and every file is read (streamed) when used.
+
 Decoding is strict: anything that cannot be used raises :class:`BadInput` with a
 one-line reason (empty, not an image, truncated or corrupt, animated, too large).
 Usable images come back as uint8 RGB with EXIF orientation applied, 16-bit data
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import posixpath
 import tarfile
 import warnings
 from dataclasses import dataclass
@@ -35,12 +39,14 @@ class SourceRef:
     """Where one input's bytes live: a file, or a member of a tar (``member = (offset, size)``)."""
 
     path: str  # as recorded: relative to the input root; "shard.tar#member" for tar members
-    location: str  # absolute file path
+    location: str  # absolute file path or URL
     member: tuple[int, int] | None = None
 
     def read(self) -> bytes:
         """The input's bytes."""
-        with open(self.location, "rb") as f:
+        from .fs import open_read
+
+        with open_read(self.location) as f:
             if self.member is None:
                 return f.read()
             f.seek(self.member[0])
@@ -61,7 +67,11 @@ def discover(input_path: str | None, exclude: str | os.PathLike | None = None) -
     input folder). Returns the candidates and the inputs rejected while listing (unreadable
     list entries, broken tar files), each ``{"path", "reason"}``.
     """
-    skip = Path(exclude).resolve() if exclude is not None else None
+    from .fs import is_url
+
+    if is_url(input_path):
+        return _discover_url(str(input_path), exclude)
+    skip = Path(exclude).resolve() if exclude is not None and not is_url(exclude) else None
     if input_path is None:
         root = bundled_dir()
         return [SourceRef(name, str(root / name)) for name in sorted(SAMPLE_PHOTOS) if (root / name).is_file()], []
@@ -100,10 +110,68 @@ def discover(input_path: str | None, exclude: str | os.PathLike | None = None) -
     return refs, rejects
 
 
-def _add_file(full: Path, rel: str, refs: list[SourceRef], rejects: list[dict]) -> None:
-    if full.suffix.lower() == ".tar":
+def _discover_url(url: str, exclude: str | os.PathLike | None) -> tuple[list[SourceRef], list[dict]]:
+    """:func:`discover` for an fsspec URL: a folder (prefix), a .txt/.lst list, a .tar, or one image."""
+    from .fs import url_to_fs
+
+    url = url.rstrip("/")
+    fs, root = url_to_fs(url)
+    proto = url.split("://", 1)[0]
+    root = root.rstrip("/")
+
+    def full(key: str) -> str:
+        return f"{proto}://{key}"
+
+    refs: list[SourceRef] = []
+    rejects: list[dict] = []
+    try:
+        fs.invalidate_cache()
+        is_file = fs.isfile(root)
+    except OSError as e:
+        raise FileNotFoundError(f"--input {url}: cannot be read ({e})") from None
+    if is_file and os.path.splitext(root)[1].lower() in (".txt", ".lst"):
+        with fs.open(root, "rb") as f:
+            text = f.read().decode(errors="replace")
+        base = root.rsplit("/", 1)[0]
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            key = line.split("://", 1)[1] if "://" in line else posixpath.normpath(f"{base}/{line.lstrip('/')}")
+            if not fs.isfile(key):
+                where = root.rsplit("/", 1)[-1]
+                rejects.append({"path": line, "reason": f"listed in {where} line {n} but no such file"})
+                continue
+            _add_file(full(key), line, refs, rejects, fs=fs, key=key)
+    elif is_file:
+        _add_file(full(root), root.rsplit("/", 1)[-1], refs, rejects, fs=fs, key=root)
+    else:
+        keys = sorted(fs.find(root))
+        if not keys:
+            raise FileNotFoundError(f"--input {url}: no such file or folder (or an empty one)")
+        skip = None
+        if exclude is not None and str(exclude).split("://", 1)[0] == proto and "://" in str(exclude):
+            skip = str(exclude).split("://", 1)[1].rstrip("/") + "/"
+        names = {k[len(root) + 1:]: k for k in keys if k.startswith(root + "/")}
+        shard_folder = "manifest.json" in names and any(n.startswith("shard-") and n.endswith(".tar")
+                                                        and "/" not in n for n in names)
+        for rel, key in sorted(names.items()):
+            if skip is not None and (key + "/").startswith(skip):
+                continue
+            if any(part.startswith(".") for part in rel.split("/")):
+                continue
+            if shard_folder and not (rel.startswith("shard-") and rel.endswith(".tar") and "/" not in rel):
+                continue
+            _add_file(full(key), rel, refs, rejects, fs=fs, key=key)
+    refs.sort(key=lambda r: r.path)
+    return refs, rejects
+
+
+def _add_file(full: Path | str, rel: str, refs: list[SourceRef], rejects: list[dict], fs=None,
+              key: str | None = None) -> None:
+    if os.path.splitext(str(full))[1].lower() == ".tar":
         try:
-            found, damage = tar_sources(full, rel)
+            found, damage = tar_sources(full, rel, fs=fs, key=key)
         except (tarfile.TarError, OSError, ValueError) as e:
             rejects.append({"path": rel, "reason": f"unreadable tar file: {e}"})
             return
@@ -113,21 +181,30 @@ def _add_file(full: Path, rel: str, refs: list[SourceRef], rejects: list[dict]) 
         elif not found:
             rejects.append({"path": rel, "reason": "tar file has no image members (no .png, .jpg, ... files)"})
     else:
-        refs.append(SourceRef(rel, str(full.resolve())))
+        refs.append(SourceRef(rel, str(full) if fs is not None else str(Path(full).resolve())))
 
 
-def tar_sources(path: Path, rel: str) -> tuple[list[SourceRef], str | None]:
+def tar_sources(path: Path | str, rel: str, fs=None, key: str | None = None) -> tuple[list[SourceRef], str | None]:
     """One image per sample key in a webdataset tar (``hq.*`` preferred), as member references.
 
     Returns the references and, if the tar is damaged after its readable part (a member
     cut short by the end of the file, or an unreadable header), a one-line reason; the
     members before the damage are still returned. A tar unreadable from the start raises.
+    With ``fs`` (an fsspec filesystem), ``path`` is the tar's URL and ``key`` its key in ``fs``.
     """
     by_key: dict[str, list[tarfile.TarInfo]] = {}
-    file_size = path.stat().st_size
+    if fs is None:
+        path = Path(path)
+        file_size = path.stat().st_size
+        location = str(path.resolve())
+    else:
+        file_size = int(fs.info(key)["size"])
+        location = str(path)
+    tar_key = key
     damage = None
     n_members = 0
-    with tarfile.open(path, "r:") as tf:
+    with (open(path, "rb") if fs is None else fs.open(tar_key, "rb")) as raw, \
+            tarfile.open(fileobj=raw, mode="r:") as tf:
         for m in tf:
             if m.offset_data + (m.size if m.isreg() else 0) > file_size:
                 damage = (f"truncated tar file: member {m.name!r} ends "
@@ -146,7 +223,7 @@ def tar_sources(path: Path, rel: str) -> tuple[list[SourceRef], str | None]:
             by_key.setdefault(key, []).append(m)
         end = tf.offset  # where tarfile stopped: the end-of-archive block, or a header it could not read
     if damage is None and end < file_size:
-        with open(path, "rb") as f:
+        with (open(path, "rb") if fs is None else fs.open(tar_key, "rb")) as f:
             f.seek(end)
             block = f.read(tarfile.BLOCKSIZE)
         if block.strip(b"\0"):
@@ -157,7 +234,7 @@ def tar_sources(path: Path, rel: str) -> tuple[list[SourceRef], str | None]:
         members = sorted(by_key[key], key=lambda m: (not m.name.rsplit("/", 1)[-1].split(".", 1)[1].startswith("hq"),
                                                       m.name))
         m = members[0]
-        out.append(SourceRef(f"{rel}#{m.name}", str(path.resolve()), (m.offset_data, m.size)))
+        out.append(SourceRef(f"{rel}#{m.name}", location, (m.offset_data, m.size)))
     return out, damage
 
 
