@@ -13,8 +13,9 @@ def _run_parser(sub) -> None:
         description="Caption the LQ (or HQ) image of every record with one or more named instructions and write "
                     "new shards with the same keys, the images byte-for-byte unchanged and the caption fields "
                     "filled. Re-running the same command resumes an interrupted run and retries failed records.")
-    p.add_argument("shards", help="input pirs shard folder (or one .tar shard)")
-    p.add_argument("--out", required=True, help="output folder (must not be the input folder)")
+    p.add_argument("shards", help="input pirs shard folder (or one .tar shard), a local path or URL (s3://..)")
+    p.add_argument("--out", required=True,
+                   help="output folder or URL (s3://bucket/prefix; must not be the input folder)")
     p.add_argument("--backend", choices=["template", "source", "llava"], default="template",
                    help="template: from the stored degradation parameters (no model); source: copy an existing "
                         "caption; llava: LLaVA-1.5 through transformers (default template)")
@@ -36,19 +37,35 @@ def _run_parser(sub) -> None:
                      help="source: folder of KEY.txt (or SOURCE_STEM.txt) caption files")
     p.add_argument("--overwrite", action="store_true", help="replace captions of other settings already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from pirs.degrade.executors import add_executor_args
+    from pirs.degrade.fs import add_storage_args
+
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (or Ray actors), each loading the model once and captioning whole "
+                        "shards (default 1: this process); the output is the same")
+    add_executor_args(p, gpus=True)
+    add_storage_args(p)
 
 
 def cmd_run(a) -> int:
+    from pirs.degrade.fs import parse_storage_options
     from pirs.degrade.shards import ShardError
 
     from .instructions import InstructionError
     from .run import CaptionConfig, RunError, run
 
     names = [n.strip() for n in a.instructions.split(",") if n.strip()] if a.instructions else None
+    try:
+        opts = parse_storage_options(a.storage_options)
+    except ValueError as e:
+        print(f"caption run: error: {e}", file=sys.stderr)
+        return 2
     cfg = CaptionConfig(shards=a.shards, out=a.out, backend=a.backend, model=a.model, instructions=names,
                         instructions_file=a.instructions_file, image=a.image, batch_size=a.batch_size,
                         max_new_tokens=a.max_new_tokens, source_field=a.source_field, source_dir=a.source_dir,
-                        device=a.device, dtype=a.dtype, overwrite=a.overwrite, progress=not a.quiet)
+                        device=a.device, dtype=a.dtype, overwrite=a.overwrite, progress=not a.quiet,
+                        executor=a.executor, workers=a.workers, ray_address=a.ray_address,
+                        gpus_per_worker=a.gpus_per_worker, max_retries=a.max_retries, storage_options=opts or None)
     try:
         r = run(cfg)
     except ShardError as e:

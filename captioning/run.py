@@ -10,6 +10,10 @@ marker matches and is complete; a shard with failed records (listed with the rea
 ``caption_failures.jsonl``, their caption fields left empty, never dropped) is marked
 incomplete and the next run captions only those records again. A crash loses at most
 the shard in flight.
+
+``--executor ray`` captions the shards on a Ray actor pool: each actor loads the model
+once (declaring ``--gpus-per-worker`` GPUs) and captions whole shards, written exactly as a
+local run writes them. The input may be an fsspec URL (``s3://bucket/shards``), streamed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import hashlib
 import io
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,10 +33,12 @@ from typing import Any
 import numpy as np
 
 from pirs.degrade import schema
-from pirs.degrade.atomic import one_line, write_json, write_text
+from pirs.degrade.atomic import one_line
 from pirs.degrade.build import content_sha256
 from pirs.degrade.card import write_card
-from pirs.degrade.shards import ShardWriter, file_digest, iter_records, shard_paths
+from pirs.degrade.executors import DEFAULT_MAX_RETRIES, EXECUTORS, TaskFailed, make_executor
+from pirs.degrade.fs import Folder, basename, is_url, join, local_path, open_read, set_storage_options
+from pirs.degrade.shards import file_digest, iter_records, shard_paths
 
 from .backend import Backend, CaptionError, Instruction, Item
 from .instructions import load_instructions, select
@@ -68,13 +75,19 @@ class CaptionConfig:
     dtype: str = "auto"
     overwrite: bool = False
     progress: bool = True
+    executor: str = "local"  # local | ray (an actor pool, the model loaded once per actor)
+    workers: int = 1  # processes or Ray actors, each loading the model once (1: this process)
+    ray_address: str | None = None
+    gpus_per_worker: float = 0.0
+    max_retries: int = DEFAULT_MAX_RETRIES
+    storage_options: dict | None = None  # fsspec options for a URL input; never written out
 
 
 @dataclass
 class CaptionResult:
     """What a caption run did."""
 
-    out: Path
+    out: Path | str  # a URL string for object storage
     samples: int
     shards: int
     shards_done: int
@@ -137,6 +150,12 @@ def validate_config(cfg: CaptionConfig) -> None:
         raise RunError("--source-dir is for --backend source")
     if cfg.backend == "llava" and not cfg.model:
         raise RunError("--backend llava needs --model DIR (a local LLaVA-1.5 checkpoint folder or a hub id)")
+    if cfg.executor not in EXECUTORS:
+        raise RunError(f"--executor must be one of {', '.join(EXECUTORS)}, got {cfg.executor!r}")
+    if cfg.workers < 1 or cfg.max_retries < 0 or cfg.gpus_per_worker < 0:
+        raise RunError("--workers must be at least 1, --max-retries and --gpus-per-worker at least 0")
+    if cfg.executor == "local" and cfg.gpus_per_worker:
+        raise RunError("--gpus-per-worker is for --executor ray (local workers use --device)")
 
 
 # Provenance keys that do not decide what a caption says: a run resumed with a smaller batch or on
@@ -151,8 +170,9 @@ def _fingerprint(backend: Backend, provenance: dict[str, dict]) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _marker(out: Path, name: str) -> Path:
-    return out / STATS_DIR / f"{name[:-4]}.json"
+def _marker(name: str) -> str:
+    """The output folder's name of shard ``name``'s completion marker."""
+    return f"{STATS_DIR}/{name[:-4]}.json"
 
 
 # ---------------------------------------------------------------- one shard
@@ -163,7 +183,7 @@ class _Job:
     """One shard to caption: everything (``retry`` None) or only the failed (key, field) pairs."""
 
     name: str
-    src: Path  # input shard
+    src: Path | str  # input shard (a URL string for object storage)
     in_bytes: int
     in_sha256: str
     retry: dict[str, set[str]] | None = None
@@ -211,16 +231,15 @@ def _batches(it: Iterator, n: int) -> Iterator[list]:
         yield batch
 
 
-def caption_shard(job: _Job, out: Path, cfg: CaptionConfig, backend: Backend, instructions: list[Instruction],
+def caption_shard(job: _Job, out: Folder, cfg: CaptionConfig, backend: Backend, instructions: list[Instruction],
                   provenance: dict[str, dict], fp: str, bar) -> dict:
     """Caption one shard into ``out/job.name`` and write its marker; returns the marker."""
     t0 = time.perf_counter()
-    dest = out / job.name
-    source = dest if job.retry is not None else job.src  # a retry starts from its own output
+    source = out.url_of(job.name) if job.retry is not None else job.src  # a retry starts from its own output
     failures: list[dict] = []
     count = written = 0
     member = f"{cfg.image}.png"
-    with ShardWriter(dest) as w:
+    with out.shard_writer(job.name) as w:
         for batch in _batches(iter_records(source), cfg.batch_size):
             todo = {}  # field -> indices of the batch to caption
             for ins in instructions:
@@ -278,34 +297,34 @@ def caption_shard(job: _Job, out: Path, cfg: CaptionConfig, backend: Backend, in
                 w.write(key, {**members, "json": json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()})
                 count += 1
             bar.update(len(batch))
-    nbytes, sha = file_digest(dest)
+    nbytes, sha = out.digest(job.name)
     models = sorted({str(p.get("model") or p["backend"]) for p in provenance.values()})
     stats = {"shard": job.name, "samples": count, "bytes": nbytes, "sha256": sha, "input_bytes": job.in_bytes,
              "input_sha256": job.in_sha256, "fingerprint": fp, "complete": not failures, "failures": failures,
              "captions_written": written, "model": ", ".join(models), "seconds": round(time.perf_counter() - t0, 3),
              "caption_version": CAPTION_VERSION}
-    write_json(_marker(out, job.name), stats)
+    out.write_json(_marker(job.name), stats)
     return stats
 
 
 # ---------------------------------------------------------------- the run
 
 
-def _plan(out: Path, inputs: list[Path], fp: str) -> tuple[list[_Job], dict[str, dict]]:
+def _plan(out: Folder, inputs: list, fp: str) -> tuple[list[_Job], dict[str, dict]]:
     """Which shards to caption (fully or only their failures) and which are complete."""
     jobs, done = [], {}
     for src in inputs:
         nbytes, sha = file_digest(src)
-        job = _Job(src.name, src, nbytes, sha)
+        name = basename(src)
+        job = _Job(name, src, nbytes, sha)
         try:
-            st = json.loads(_marker(out, src.name).read_text())
+            st = json.loads(out.read_text(_marker(name)))
         except (OSError, json.JSONDecodeError):
             st = None
-        dest = out / src.name
-        if (st and st.get("fingerprint") == fp and st.get("input_sha256") == sha and dest.is_file()
-                and dest.stat().st_size == st.get("bytes")):
+        if (st and st.get("fingerprint") == fp and st.get("input_sha256") == sha
+                and out.size(name) == st.get("bytes")):
             if st.get("complete"):
-                done[src.name] = st
+                done[name] = st
                 continue
             job.retry = {}
             for f in st.get("failures", []):
@@ -314,12 +333,11 @@ def _plan(out: Path, inputs: list[Path], fp: str) -> tuple[list[_Job], dict[str,
     return jobs, done
 
 
-def _check_out(cfg: CaptionConfig, out: Path, inputs: list[Path], fp: str, settings: dict) -> None:
-    run_file = out / RUN_FILE
-    names = [p.name for p in inputs]
-    if run_file.exists():
+def _check_out(cfg: CaptionConfig, out: Folder, inputs: list, fp: str, settings: dict) -> None:
+    names = [basename(p) for p in inputs]
+    if out.exists(RUN_FILE):
         try:
-            prev = json.loads(run_file.read_text())
+            prev = json.loads(out.read_text(RUN_FILE))
         except (OSError, json.JSONDecodeError):
             prev = {}
         same = prev.get("fingerprint") == fp and prev.get("input_shards") == names
@@ -328,21 +346,20 @@ def _check_out(cfg: CaptionConfig, out: Path, inputs: list[Path], fp: str, setti
                            "folder, or --overwrite to replace them")
         if not same:
             _clear(out)
-    elif any(out.glob("*.tar")):
+    elif out.glob("*.tar"):
         if not cfg.overwrite:
             raise RunError(f"{out} already holds shards of an unknown run; use a new --out folder or --overwrite")
         _clear(out)
-    for tmp in list(out.glob("*.tmp")) + list((out / STATS_DIR).glob("*.tmp")):
-        tmp.unlink(missing_ok=True)
-    write_json(run_file, {"fingerprint": fp, "input_shards": names, "settings": settings,
-                            "input": str(Path(cfg.shards).resolve())})
+    for tmp in out.glob("*.tmp") + out.glob(f"{STATS_DIR}/*.tmp"):
+        out.rm(tmp)
+    out.write_json(RUN_FILE, {"fingerprint": fp, "input_shards": names, "settings": settings,
+                            "input": cfg.shards if is_url(cfg.shards) else str(Path(cfg.shards).resolve())})
 
 
-def _clear(out: Path) -> None:
-    for p in list(out.glob("*.tar")) + list((out / STATS_DIR).glob("*.json")):
-        p.unlink()
-    for name in ("manifest.json", FAILURES_FILE, "README.md", RUN_FILE, "rejects.jsonl"):
-        (out / name).unlink(missing_ok=True)
+def _clear(out: Folder) -> None:
+    for name in out.glob("*.tar") + out.glob(f"{STATS_DIR}/*.json") + [
+            "manifest.json", FAILURES_FILE, "README.md", RUN_FILE, "rejects.jsonl"]:
+        out.rm(name)
 
 
 def _bar(total: int | None, enabled: bool):
@@ -352,19 +369,33 @@ def _bar(total: int | None, enabled: bool):
 
 
 def run(cfg: CaptionConfig, backend: Backend | None = None) -> CaptionResult:
-    """Caption (or resume captioning) ``cfg.shards`` into ``cfg.out``; ``backend`` overrides ``cfg.backend``."""
+    """Caption (or resume captioning) ``cfg.shards`` into ``cfg.out``; ``backend`` overrides ``cfg.backend``.
+
+    With ``--executor ray`` a given ``backend`` is pickled to every actor; otherwise each
+    actor builds it from ``cfg`` (so ``--model`` must be readable on every node).
+    """
+    backend_given = backend
     t0 = time.perf_counter()
     validate_config(cfg)
-    src_root = Path(cfg.shards)
+    set_storage_options(cfg.storage_options)
     try:
-        inputs = shard_paths(src_root)
-    except FileNotFoundError as e:
+        inputs = shard_paths(cfg.shards)
+    except (FileNotFoundError, ValueError) as e:
         raise RunError(str(e)) from None
     if not inputs:
         raise RunError(f"{cfg.shards}: no *.tar shards")
-    out = Path(cfg.out)
-    in_dir = (src_root if src_root.is_dir() else src_root.parent).resolve()
-    if out.resolve() == in_dir:
+    try:
+        out = Folder(cfg.out, cfg.storage_options)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    if is_url(cfg.shards):
+        in_dir = cfg.shards.rstrip("/")
+        if in_dir.endswith(".tar"):
+            in_dir = in_dir.rsplit("/", 1)[0]
+    else:
+        src_root = local_path(cfg.shards)
+        in_dir = (src_root if src_root.is_dir() else src_root.parent).resolve()
+    if (str(out) if not out.local else out.path.resolve()) == in_dir:
         raise RunError(f"--out {cfg.out} is the input folder; write the captioned shards to a new folder")
     instructions = select(cfg.instructions or DEFAULT_INSTRUCTIONS[cfg.backend],
                           load_instructions(cfg.instructions_file))
@@ -375,28 +406,33 @@ def run(cfg: CaptionConfig, backend: Backend | None = None) -> CaptionResult:
     settings = {"backend": backend.name, "image": cfg.image, "batch_size": cfg.batch_size,
                 "instructions": {i.name: {"field": i.field, "text": i.text} for i in instructions},
                 "provenance": provenance}
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir()
     _check_out(cfg, out, inputs, fp, settings)
 
     in_manifest = _read_manifest(in_dir)
     jobs, done = _plan(out, inputs, fp)
     counts = {s["name"]: s["samples"] for s in in_manifest.get("shards", [])}
-    total = sum(counts.get(p.name, 0) for p in inputs) if all(p.name in counts for p in inputs) else None
+    names = [basename(p) for p in inputs]
+    total = sum(counts.get(n, 0) for n in names) if all(n in counts for n in names) else None
     bar = _bar(total, cfg.progress)
     bar.update(sum(st["samples"] for st in done.values()))
     written = 0
     try:
-        for job in jobs:
-            st = caption_shard(job, out, cfg, backend, instructions, provenance, fp, bar)
-            written += st["captions_written"]
+        if cfg.executor == "local" and (cfg.workers == 1 or len(jobs) < 2):
+            for job in jobs:
+                st = caption_shard(job, out, cfg, backend, instructions, provenance, fp, bar)
+                written += st["captions_written"]
+        elif jobs:
+            written = _run_on_executor(cfg, jobs, fp, backend_given, bar)
     finally:
         bar.close()
 
-    stats = [json.loads(_marker(out, p.name).read_text()) for p in inputs]
+    stats = [json.loads(out.read_text(_marker(n))) for n in names]
     failures = [f for st in stats for f in st["failures"]]
-    write_text(out / FAILURES_FILE, "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
+    out.write_text(FAILURES_FILE, "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
     manifest = write_outputs(out, in_dir, in_manifest, stats, settings, fp, failures)
-    return CaptionResult(out=out, samples=manifest["samples"], shards=len(inputs), shards_done=len(jobs),
+    return CaptionResult(out=out.path if out.local else out.url, samples=manifest["samples"], shards=len(inputs),
+                         shards_done=len(jobs),
                          shards_skipped=len(done), captions=written, failures=failures,
                          seconds=time.perf_counter() - t0, manifest=manifest)
 
@@ -404,17 +440,78 @@ def run(cfg: CaptionConfig, backend: Backend | None = None) -> CaptionResult:
 # ---------------------------------------------------------------- manifest and card
 
 
-def _read_manifest(folder: Path) -> dict:
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+
+@dataclass
+class _Context:
+    """What every worker of a caption run holds: the backend (its model loaded once) and the jobs."""
+
+    cfg: CaptionConfig
+    jobs: list[_Job]
+    fp: str
+    backend: Backend
+    instructions: list[Instruction]
+    provenance: dict[str, dict]
+
+
+def _setup_worker(state: tuple) -> _Context:
+    """Once per worker (Ray actor): build the backend and check it captions as the driver planned."""
+    cfg, jobs, fp, backend = state
+    set_storage_options(cfg.storage_options)
+    if backend is None:
+        backend = make_backend(cfg)
+    instructions = select(cfg.instructions or DEFAULT_INSTRUCTIONS[cfg.backend],
+                          load_instructions(cfg.instructions_file))
+    provenance = {ins.field: backend.provenance(ins, cfg.image) for ins in instructions}
+    if _fingerprint(backend, provenance) != fp:
+        raise RunError("a worker's backend differs from the driver's (other model files on this node?)")
+    return _Context(cfg, jobs, fp, backend, instructions, provenance)
+
+
+def caption_task(ctx: _Context, i: int) -> dict:
+    """The executor's task: caption job ``i`` of the run."""
+    return caption_shard(ctx.jobs[i], Folder(ctx.cfg.out), ctx.cfg, ctx.backend, ctx.instructions, ctx.provenance,
+                         ctx.fp, _NoBar())
+
+
+def _run_on_executor(cfg: CaptionConfig, jobs: list[_Job], fp: str, backend: Backend | None, bar) -> int:
     try:
-        m = json.loads((folder / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        ex = make_executor(cfg.executor, min(cfg.workers, len(jobs)), cfg.max_retries, cfg.ray_address,
+                           cfg.gpus_per_worker)
+    except Exception as e:
+        raise RunError(str(e)) from None
+    written = 0
+
+    def done(_: int, st: dict) -> None:
+        nonlocal written
+        written += st["captions_written"]
+        bar.update(st["samples"])
+
+    try:
+        with ex:
+            ex.map_shards(caption_task, range(len(jobs)), (cfg, jobs, fp, backend), done, setup=_setup_worker)
+    except TaskFailed as e:
+        names = ", ".join(jobs[i].name for i in e.failed)
+        raise RunError(f"captioning {names} failed: {e}; run the same command again to resume") from None
+    return written
+
+
+def _read_manifest(folder: Path | str) -> dict:
+    try:
+        with open_read(join(folder, "manifest.json")) as f:
+            m = json.loads(f.read().decode())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return {}
     return m if isinstance(m, dict) else {}
 
 
-def write_outputs(out: Path, in_dir: Path, in_manifest: dict, stats: list[dict], settings: dict, fp: str,
+def write_outputs(out: Folder, in_dir: Path | str, in_manifest: dict, stats: list[dict], settings: dict, fp: str,
                   failures: list[dict]) -> dict:
-    """Write manifest.json (the input's, with new shards, checksums and the caption settings) and the card."""
+    """Write rejects.jsonl, the card, and manifest.json last (the input's, with new shards, checksums and the
+    caption settings)."""
     in_shas = [st["input_sha256"] for st in stats]
     manifest: dict[str, Any] = {
         "pirs_version": PIRS_VERSION, "schema_version": schema.SCHEMA_VERSION, "fingerprint": "",
@@ -433,15 +530,21 @@ def write_outputs(out: Path, in_dir: Path, in_manifest: dict, stats: list[dict],
                      "complete": not failures, "failures": len(failures),
                      "input": {"folder": str(in_dir), "content_sha256": content_sha256(in_shas)}},
     })
-    write_json(out / "manifest.json", manifest)
-    rejects = in_dir / "rejects.jsonl"
-    write_text(out / "rejects.jsonl", rejects.read_text() if rejects.is_file() else "")
+    try:
+        with open_read(join(in_dir, "rejects.jsonl")) as f:
+            rejects = f.read().decode()
+    except OSError:
+        rejects = ""
+    out.write_text("rejects.jsonl", rejects)
     r = manifest["recipe"]
     recipe = SimpleNamespace(name=r.get("name") or "unknown", version=r.get("version") or "",
                              hash=r.get("hash") or "", description=r.get("description") or r.get("name") or "",
                              source=r.get("source") or "", scales=lambda: set())
-    card = write_card(out, manifest, recipe)
-    write_text(card, card.read_text() + _captions_section(manifest, failures))
+    with tempfile.TemporaryDirectory(prefix="pirs-card-") as tmp:
+        where = out.path.as_posix() if out.local else out.url
+        card = write_card(Path(tmp), manifest, recipe).read_text().replace(Path(tmp).as_posix(), where)
+    out.write_text("README.md", card + _captions_section(manifest, failures))
+    out.write_json("manifest.json", manifest)  # last: a manifest means the run is complete
     return manifest
 
 
