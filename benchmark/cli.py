@@ -23,11 +23,14 @@ def _evaluate_parser(sub) -> None:
                     "table. Any pairing problem (missing, extra, wrongly sized, unreadable or duplicate files) "
                     "stops the run with a report, unless --allow-missing.")
     p.add_argument("predictions", help="folder of images named by key (KEY.png, .jpg, .webp, ...) or of .tar shards "
-                                       "with a pred.png/png member per sample; a run.json there is copied into "
-                                       "the results")
-    p.add_argument("--reference", required=True, help="the test set: a pirs shard folder, or a folder of images")
+                                       "with a pred.png/png member per sample, a local path or URL (s3://..); "
+                                       "a run.json there is copied into the results")
+    p.add_argument("--reference", required=True,
+                   help="the test set: a pirs shard folder (local or URL, e.g. s3://bucket/testset), or a folder of "
+                        "images")
     p.add_argument("--metrics", required=True, help="comma-separated metric names (see `bench metrics`)")
-    p.add_argument("--out", required=True, help="summary JSON to write, e.g. results/mymethod.json")
+    p.add_argument("--out", required=True,
+                   help="summary JSON to write, e.g. results/mymethod.json or s3://bucket/results/mymethod.json")
     p.add_argument("--method", default=None,
                    help="method name (default: run.json's method, else the predictions folder's name)")
     p.add_argument("--per-image", default=None,
@@ -49,6 +52,11 @@ def _evaluate_parser(sub) -> None:
                    help="score the usable pairs despite pairing problems; what was left out is recorded")
     p.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 4)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from pirs.degrade.executors import add_executor_args
+    from pirs.degrade.fs import add_storage_args
+
+    add_executor_args(p, gpus=True)
+    add_storage_args(p)
 
 
 def _metrics_parser(sub) -> None:
@@ -98,20 +106,28 @@ def _fail(cmd: str, e: BaseException) -> int:
 
 
 def cmd_evaluate(a) -> int:
+    from pirs.degrade.executors import ExecutorError
+    from pirs.degrade.fs import parse_storage_options
+
     from .evaluate import EvalConfig, default_cache_dir, evaluate
     from .pairing import PairingError, ReferenceError
     from .results import ResultsError
     from .weights import DownloadBlocked, MissingWeights
 
+    try:
+        opts = parse_storage_options(a.storage_options)
+    except ValueError as e:
+        return _fail("evaluate", e)
     cfg = EvalConfig(predictions=a.predictions, reference=a.reference, metrics=a.metrics, out=a.out,
                      method=a.method, batch_size=a.batch_size, device=a.device, weights_dir=a.weights_dir,
                      cache_dir=None if a.no_cache else a.cache_dir or default_cache_dir(), clip_model=a.clip_model,
                      allow_missing=a.allow_missing, crop_border=a.crop_border, per_image=a.per_image,
-                     progress=not a.quiet, workers=a.workers)
+                     progress=not a.quiet, workers=a.workers, executor=a.executor, ray_address=a.ray_address,
+                     gpus_per_worker=a.gpus_per_worker, max_retries=a.max_retries, storage_options=opts or None)
     try:
         s = evaluate(cfg)
     except (PairingError, ReferenceError, ResultsError, MissingWeights, DownloadBlocked, KeyError, ValueError,
-            OSError) as e:
+            OSError, ExecutorError, RuntimeError) as e:
         return _fail("evaluate", e)
     except KeyboardInterrupt:
         print("\nbench evaluate: interrupted; no results written", file=sys.stderr)

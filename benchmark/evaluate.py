@@ -6,6 +6,12 @@ models are built once (:func:`~pirs.benchmark.scorers.build_scorers`), on the GP
 there is one (``device="auto"``). Pairing problems stop the run before any model is
 built, unless ``allow_missing``; pixels that turn out to be corrupt while scoring stop
 it at the end with the same report (no results are written).
+
+``executor="ray"`` runs the scoring as one task on a Ray cluster (with ``gpus_per_worker``
+GPUs, retried like a shard task) and writes the same files on the driver: the results
+JSON is identical to a local run's except its timing fields ``date`` and ``seconds``.
+The scoring is not split into chunks: set metrics (FID) need every image at once, and
+one pass keeps the floating-point summation order, hence every value, identical.
 """
 
 from __future__ import annotations
@@ -49,6 +55,11 @@ class EvalConfig:
     per_image: str | None = None  # default: the summary's path with .csv
     progress: bool = True
     workers: int | None = None  # decoding threads (default: up to 4)
+    executor: str = "local"  # local | ray: where the scoring runs; the results are the same
+    ray_address: str | None = None
+    gpus_per_worker: float = 0.0
+    max_retries: int = 2
+    storage_options: dict | None = None  # fsspec options for a URL --reference; never written out
 
 
 def check_device(device: str) -> str:
@@ -132,9 +143,53 @@ def _check_captions(pairing: Pairing, specs: list) -> None:
 
 def evaluate(cfg: EvalConfig) -> dict:
     """Run one evaluation; write the summary JSON and the per-image table; return the summary."""
-    from . import registry, results
+    from pirs.degrade.fs import is_url, set_storage_options
+
+    from . import results
 
     t0 = time.perf_counter()
+    if cfg.executor not in ("local", "ray"):
+        raise ValueError(f"--executor must be local or ray, got {cfg.executor!r}")
+    set_storage_options(cfg.storage_options)
+    if is_url(cfg.out) or (cfg.per_image and is_url(cfg.per_image)):
+        return _evaluate_to_url(cfg)
+    specs, options, out, table_path = _prepare(cfg)
+    if cfg.executor == "ray":
+        res = _score_on_ray(cfg)
+    else:
+        res = _score(cfg, specs, options, out, table_path, t0)
+    results.write_table(res["table"], table_path)
+    results.write_summary(res["summary"], out)
+    return res["summary"]
+
+
+def _evaluate_to_url(cfg: EvalConfig) -> dict:
+    """``--out s3://..``: score into a temporary folder, then publish the table and the summary last."""
+    import tempfile
+    from dataclasses import replace
+
+    from pirs.degrade.fs import Folder, basename, is_url
+
+    parent, name = cfg.out.rstrip("/").rsplit("/", 1) if is_url(cfg.out) else (None, None)
+    table = cfg.per_image or (f"{parent}/{Path(name).stem}.csv" if parent else None)
+    if not (is_url(cfg.out) and is_url(table) and table.rsplit("/", 1)[0] == parent):
+        raise ValueError(f"--out {cfg.out} and --per-image {cfg.per_image}: with object storage both must be "
+                         "URLs in the same folder")
+    if not name.endswith(".json"):
+        raise ValueError(f"--out {cfg.out}: the summary must be a .json file")
+    with tempfile.TemporaryDirectory(prefix="pirs-bench-") as tmp:
+        local = replace(cfg, out=str(Path(tmp) / name), per_image=str(Path(tmp) / basename(table)))
+        summary = evaluate(local)
+        folder = Folder(parent)
+        folder.write_bytes(basename(table), Path(local.per_image).read_bytes())
+        folder.write_bytes(name, Path(local.out).read_bytes())  # last: a summary means the scores are complete
+    return summary
+
+
+def _prepare(cfg: EvalConfig):
+    """Check the arguments: ``(metric specs, scorer options, summary path, table path)``."""
+    from . import registry
+
     specs = registry.parse(cfg.metrics)
     if cfg.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {cfg.batch_size}")
@@ -147,12 +202,48 @@ def evaluate(cfg: EvalConfig) -> dict:
     table_path = Path(cfg.per_image) if cfg.per_image else out.with_suffix(".csv")
     if table_path.resolve() == out.resolve():
         raise ValueError(f"--per-image {table_path}: must differ from --out")
-    from .scorers import build_scorers, conventions, resolve_options  # light: torch loads when a model is built
+    from .scorers import resolve_options  # light: torch loads when a model is built
 
     options = {"crop_border": cfg.crop_border}
     if cfg.clip_model:
         options["clip_model"] = cfg.clip_model
     options = resolve_options(options)
+    return specs, options, out, table_path
+
+
+def _eval_task(cfg: EvalConfig, _: int) -> dict:
+    """The scoring as an executor task (on a Ray worker): ``{"summary", "table"}``."""
+    from pirs.degrade.fs import set_storage_options
+
+    t0 = time.perf_counter()
+    set_storage_options(cfg.storage_options)
+    try:
+        specs, options, out, table_path = _prepare(cfg)
+        return _score(cfg, specs, options, out, table_path, t0)
+    except (PairingError, ValueError, KeyError, OSError) as e:  # the input's fault: not retried, raised on the driver
+        return {"error": e}
+
+
+def _score_on_ray(cfg: EvalConfig) -> dict:
+    from dataclasses import replace
+
+    from pirs.degrade.executors import TaskFailed, make_executor
+
+    ex = make_executor("ray", 1, cfg.max_retries, cfg.ray_address, cfg.gpus_per_worker)
+    try:
+        with ex:
+            report = ex.map_shards(_eval_task, [0], replace(cfg, progress=False))
+    except TaskFailed as e:
+        raise RuntimeError(f"the evaluation failed on the Ray cluster: {e}") from None
+    if "error" in report.results[0]:
+        raise report.results[0]["error"]
+    return report.results[0]
+
+
+def _score(cfg: EvalConfig, specs, options: dict, out: Path, table_path: Path, t0: float) -> dict:
+    """Pair, build the metrics, score every image: ``{"summary", "table"}`` (nothing written)."""
+    from . import registry, results
+    from .scorers import build_scorers, conventions
 
     # -- pairing: every problem at once, before any model is built
     reference = load_reference(cfg.reference)
@@ -221,9 +312,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     summary = results.summarize(method=method, pairing=pairing, specs=specs, table=table, set_values=set_values,
                                 conventions=convs, settings=settings, allow_missing=cfg.allow_missing,
                                 seconds=time.perf_counter() - t0, per_image_file=_relative(table_path, out.parent))
-    results.write_table(table, table_path)
-    results.write_summary(summary, out)
-    return summary
+    return {"summary": summary, "table": table}
 
 
 def _weights_dir(given: str | None) -> str:

@@ -206,8 +206,13 @@ def _is_shard_folder(p: Path) -> bool:
 
 
 def load_reference(path: str | os.PathLike) -> Reference:
-    """Read a reference (pirs shard folder, one shard, or a folder of images): records, sizes, fingerprint."""
-    p = Path(path)
+    """Read a reference (pirs shard folder, one shard, or a folder of images): records, sizes, fingerprint.
+
+    A URL (``s3://bucket/testset``, see :mod:`pirs.degrade.fs`) is read the same way, streamed.
+    """
+    from pirs.degrade.fs import as_path
+
+    p = as_path(path)
     if not p.exists():
         raise ReferenceError(f"--reference {path}: no such folder or file")
     if _is_shard_folder(p):
@@ -219,14 +224,20 @@ def load_reference(path: str | os.PathLike) -> Reference:
 
 def _load_ref_shards(p: Path) -> Reference:
     from pirs.degrade.build import content_sha256
+    from pirs.degrade.fs import basename
     from pirs.degrade.shards import ShardError, file_digest, iter_records, shard_paths
 
-    shards = shard_paths(p)
+    try:
+        shards = shard_paths(p)
+    except (FileNotFoundError, ValueError) as e:
+        raise ReferenceError(f"--reference {p}: {e}") from None
+    if not shards:
+        raise ReferenceError(f"--reference {p}: no *.tar shards there")
     items: dict[str, RefItem] = {}
     for shard in shards:
         try:
             for key, rec, members in iter_records(shard):
-                where = f"{shard.name}:{key}"
+                where = f"{basename(shard)}:{key}"
                 if key in items:
                     raise ReferenceError(f"{shard}: key {key!r} appears twice in the reference "
                                          f"(also {items[key].name})")
@@ -245,13 +256,18 @@ def _load_ref_shards(p: Path) -> Reference:
     digests = [file_digest(s)[1] for s in shards]
     fp = content_sha256(digests)
     manifest = None
-    folder = p if p.is_dir() else p.parent
     source = "sha256 over the shard files' sha256 (no manifest.json)"
-    if (folder / "manifest.json").is_file() and p.is_dir():
+    text = None
+    if p.is_dir() and (p / "manifest.json").is_file():
         try:
-            manifest = json.loads((folder / "manifest.json").read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ReferenceError(f"{folder / 'manifest.json'}: not readable JSON ({e})") from None
+            text = (p / "manifest.json").read_bytes()
+        except OSError as e:
+            raise ReferenceError(f"{p / 'manifest.json'}: not readable ({e})") from None
+    if text is not None:
+        try:
+            manifest = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ReferenceError(f"{p / 'manifest.json'}: not readable JSON ({e})") from None
         declared = manifest.get("content_sha256") if isinstance(manifest, dict) else None
         if declared == fp:
             source = "manifest.json content_sha256 (verified against the shard files)"
@@ -314,8 +330,10 @@ def pair(predictions: str | os.PathLike, reference: Reference | str | os.PathLik
     decoding). Raises :class:`PairingError` only when the folder itself is unusable; call
     :meth:`Pairing.check` to stop on problems.
     """
+    from pirs.degrade.fs import as_path
+
     ref = reference if isinstance(reference, Reference) else load_reference(reference)
-    p = Path(predictions)
+    p = as_path(predictions)
     if not p.is_dir():
         raise PairingError(f"predictions {predictions}: no such folder (a folder of images or of .tar shards)")
     report = Report()
