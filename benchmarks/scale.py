@@ -1,7 +1,7 @@
 """Throughput of ``degrade build`` on local processes and on Ray, on the same build.
 
-Builds the same shards (default: 96 samples, 256 px crops, the ``realesrgan`` recipe,
-shards of 8, the sample photos bundled with scikit-image) with
+Builds the same shards (default: 480 samples, 256 px crops, the ``realesrgan`` recipe,
+shards of 16, the sample photos bundled with scikit-image) with
 
 * ``--executor local --workers 1``
 * ``--executor local --workers 2``
@@ -31,9 +31,9 @@ from pathlib import Path
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--samples", type=int, default=96, help="samples per build (default 96)")
+    p.add_argument("--samples", type=int, default=480, help="samples per build (default 480)")
     p.add_argument("--crop", type=int, default=256, help="HQ crop size (default 256)")
-    p.add_argument("--shard-size", type=int, default=8, help="samples per shard (default 8)")
+    p.add_argument("--shard-size", type=int, default=16, help="samples per shard (default 16)")
     p.add_argument("--pipeline", default="realesrgan", help="recipe (default realesrgan)")
     p.add_argument("--repeats", type=int, default=1, help="builds per setting; the fastest counts (default 1)")
     p.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")

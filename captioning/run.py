@@ -36,7 +36,7 @@ from pirs.degrade import schema
 from pirs.degrade.atomic import one_line
 from pirs.degrade.build import content_sha256
 from pirs.degrade.card import write_card
-from pirs.degrade.executors import DEFAULT_MAX_RETRIES, EXECUTORS, TaskFailed, make_executor
+from pirs.degrade.executors import DEFAULT_MAX_RETRIES, EXECUTORS, TaskFailed, make_executor, warn_local_paths
 from pirs.degrade.fs import Folder, basename, is_url, join, local_path, open_read, set_storage_options
 from pirs.degrade.shards import file_digest, iter_records, shard_paths
 
@@ -490,6 +490,7 @@ def _run_on_executor(cfg: CaptionConfig, jobs: list[_Job], fp: str, backend: Bac
         written += st["captions_written"]
         bar.update(st["samples"])
 
+    warn_local_paths(ex, cfg.out, cfg.shards, cfg.model if cfg.model and Path(cfg.model).exists() else None)
     try:
         with ex:
             ex.map_shards(caption_task, range(len(jobs)), (cfg, jobs, fp, backend), done, setup=_setup_worker)

@@ -38,6 +38,7 @@ from .executors import (
     TaskFailed,
     exit_with_parent,
     make_executor,
+    warn_local_paths,
 )
 from .fs import Folder, set_storage_options
 from .ops import geometry
@@ -384,17 +385,24 @@ def validate_config(cfg: BuildConfig, recipe: Recipe) -> None:
 
 
 def _pending_shards(out: Folder | Path, n_shards: int, fp: str) -> list[int]:
+    """Shards without a marker of this build whose tar has the marked size (markers read in one batch)."""
     out = out if isinstance(out, Folder) else Folder(out)
+    markers = out.read_texts([_marker_name(s) for s in range(n_shards)])
+    sizes = out.sizes("shard-*.tar")
     todo = []
     for s in range(n_shards):
         try:
-            st = json.loads(out.read_text(f"{STATS_DIR}/{shard_name(s)[:-4]}.json"))
-            if st.get("fingerprint") == fp and out.size(shard_name(s)) == st.get("bytes"):
+            st = json.loads(markers[_marker_name(s)])
+            if st.get("fingerprint") == fp and sizes.get(shard_name(s)) == st.get("bytes"):
                 continue
-        except (OSError, json.JSONDecodeError):
+        except (KeyError, json.JSONDecodeError, AttributeError):
             pass
         todo.append(s)
     return todo
+
+
+def _marker_name(s: int) -> str:
+    return f"{STATS_DIR}/{shard_name(s)[:-4]}.json"
 
 
 def build(cfg: BuildConfig) -> BuildResult:
@@ -522,6 +530,7 @@ def _run_shards(cfg: BuildConfig, sources: list[SourceInfo], fp: str, todo: list
         except Exception as e:
             bar.close()
             raise BuildError(str(e)) from None
+    warn_local_paths(executor, cfg.out, cfg.input)
     failures: list[dict] = []
     try:
         report = executor.map_shards(shard_task, todo, (cfg.out, fp, cfg.storage_options), finished, poll=show)
@@ -558,7 +567,8 @@ def write_outputs(cfg: BuildConfig, recipe: Recipe, out: Folder | Path, fp: str,
                   sources: list[SourceInfo], rejects: list[dict], seen: int) -> dict:
     """Write rejects.jsonl, the dataset card, and manifest.json last, from the shard markers."""
     out = out if isinstance(out, Folder) else Folder(out)
-    stats = [json.loads(out.read_text(f"{STATS_DIR}/{shard_name(s)[:-4]}.json")) for s in range(n_shards)]
+    markers = out.read_texts([_marker_name(s) for s in range(n_shards)])
+    stats = [json.loads(markers[_marker_name(s)]) for s in range(n_shards)]
     sample_rejects = [r for st in stats for r in st["rejects"]]
     import PIL
 

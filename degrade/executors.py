@@ -342,6 +342,7 @@ class RayExecutor(Executor):
         self.address, self.num_cpus, self.gpus_per_worker = address, num_cpus, gpus_per_worker
         init_ray(address, num_cpus)
         ray = import_ray()
+        self.nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
         self._remote = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_retries=0)(_ray_run_task)
 
     def _run_round(self, task, todo, state, attempts):
@@ -413,6 +414,23 @@ def _unwrap(e: BaseException) -> BaseException:
     if isinstance(cause, BaseException):
         return cause
     return RuntimeError(" ".join(str(e).split())[:500])
+
+
+def warn_local_paths(executor: Executor, *paths: str | None) -> None:
+    """On a Ray cluster of several nodes, warn about local paths: every node must reach them.
+
+    Tasks run on any node and open their inputs and write their outputs themselves, so a
+    local path must be on a filesystem every node mounts at the same place (or use a URL).
+    """
+    import sys
+
+    from .fs import is_url
+
+    local = [str(p) for p in paths if p and not is_url(p)]
+    if getattr(executor, "nodes", 1) > 1 and local:
+        print(f"warning: the Ray cluster has {executor.nodes} nodes and these paths are local: {', '.join(local)}; "
+              "every node must see them at the same place (a shared filesystem), or use s3:// / gs:// URLs",
+              file=sys.stderr)
 
 
 def make_executor(kind: str = "local", workers: int = 1, max_retries: int = DEFAULT_MAX_RETRIES,

@@ -140,6 +140,47 @@ class Folder:
             return None
         return int(info["size"]) if info.get("type") == "file" else None
 
+    def read_texts(self, names: list[str]) -> dict[str, str]:
+        """``{name: text}`` of the files among ``names`` that exist (one batched request on object stores)."""
+        if self.local:
+            out = {}
+            for n in names:
+                try:
+                    out[n] = (self.path / n).read_text()
+                except (OSError, UnicodeDecodeError):
+                    pass
+            return out
+        if not names:
+            return {}
+        self.fs.invalidate_cache()
+        got = self.fs.cat([self.key(n) for n in names], on_error="omit")
+        by_key = {k.rstrip("/"): v for k, v in got.items()}
+        out = {}
+        for n in names:
+            data = by_key.get(self.key(n))
+            if isinstance(data, bytes):
+                try:
+                    out[n] = data.decode()
+                except UnicodeDecodeError:
+                    pass
+        return out
+
+    def sizes(self, pattern: str = "*") -> dict[str, int]:
+        """``{name: bytes}`` of the top-level files matching ``pattern`` (one listing on object stores)."""
+        if self.local:
+            return {p.name: p.stat().st_size for p in self.path.glob(pattern) if p.is_file()}
+        self.fs.invalidate_cache()
+        try:
+            entries = self.fs.ls(self.root, detail=True)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for e in entries:
+            name = e["name"].rstrip("/").rsplit("/", 1)[-1]
+            if e.get("type") == "file" and fnmatch.fnmatchcase(name, pattern):
+                out[name] = int(e["size"])
+        return out
+
     def read_text(self, name: str) -> str:
         if self.local:
             return (self.path / name).read_text()

@@ -36,6 +36,7 @@ from .build import (
     BuildError,
     _bar,
     _by_reason,
+    _marker_name,
     _pending_shards,
     content_sha256,
     encode_png,
@@ -387,11 +388,12 @@ def _run(cfg: IngestConfig, pairs: list[Pair], fp: str, todo: list[int], n_shard
         bar.close()
         return
     from .build import write_failures
-    from .executors import TaskFailed, make_executor
+    from .executors import TaskFailed, make_executor, warn_local_paths
 
     failures: list[dict] = []
     try:
         with make_executor(cfg.executor, min(cfg.workers, len(todo)), cfg.max_retries, cfg.ray_address) as ex:
+            warn_local_paths(ex, cfg.out, cfg.input)
             failures = ex.map_shards(shard_task, todo, (cfg.out, fp, cfg.storage_options),
                                      lambda i, st: bar.update(st["last"] - st["first"] + 1)).failures
     except TaskFailed as e:
@@ -406,7 +408,8 @@ def _run(cfg: IngestConfig, pairs: list[Pair], fp: str, todo: list[int], n_shard
 def write_outputs(cfg: IngestConfig, layout: Layout, recipe: Recipe | None, out: Folder, fp: str, n_shards: int,
                   n_pairs: int, problems: list[dict]) -> dict:
     """Write rejects.jsonl, the dataset card, and manifest.json last, from the shard markers."""
-    stats = [json.loads(out.read_text(f"{STATS_DIR}/{shard_name(s)[:-4]}.json")) for s in range(n_shards)]
+    markers = out.read_texts([_marker_name(s) for s in range(n_shards)])
+    stats = [json.loads(markers[_marker_name(s)]) for s in range(n_shards)]
     sample_rejects = [r for st in stats for r in st["rejects"]]
     name = f"ingest-{layout.name}" + (f"+{recipe.name}" if recipe else "")
     manifest = {

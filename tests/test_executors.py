@@ -190,3 +190,16 @@ def test_caption_run_on_local_worker_processes_matches_one_process(tmp_path, ref
     assert two.shards_done == 3 and two.captions == one.captions > 0
     assert _tars(tmp_path / "two") == _tars(tmp_path / "one")
     assert two.manifest["content_sha256"] == one.manifest["content_sha256"]
+
+
+def test_local_paths_on_a_multi_node_cluster_are_warned_about(capsys, ray_cluster):
+    from pirs.degrade.executors import RayExecutor, warn_local_paths
+
+    ex = RayExecutor(2)
+    assert ex.nodes == 1  # the local test cluster: nothing to warn about
+    warn_local_paths(ex, "/data/out", "s3://b/in")
+    assert capsys.readouterr().err == ""
+    ex.nodes = 3  # as ray.nodes() reports on a cluster of three machines
+    warn_local_paths(ex, "/data/out", "s3://b/in", None)
+    err = capsys.readouterr().err
+    assert "3 nodes" in err and "/data/out" in err and "s3://b/in" not in err
