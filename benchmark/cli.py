@@ -86,10 +86,14 @@ def _baseline_parser(sub) -> None:
                                    "size, and a run.json, for a floor row computable anywhere (no weights). "
                                    + " ".join(f"{k}: {v}." for k, v in BASELINES.items()))
     p.add_argument("method", choices=sorted(BASELINES), help="which baseline")
-    p.add_argument("--reference", required=True, help="the test set: a pirs shard folder (it carries the LQ)")
+    p.add_argument("--reference", required=True,
+                   help="the test set: a pirs shard folder, local or URL (it carries the LQ)")
     p.add_argument("--out", required=True, help="folder for the predictions")
     p.add_argument("--overwrite", action="store_true", help="replace predictions already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    from pirs.degrade.fs import add_storage_args
+
+    add_storage_args(p)
 
 
 def _validate_parser(sub) -> None:
@@ -259,6 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     if not a.command:
         parser.print_help(sys.stderr)
         return 2
+    if getattr(a, "storage_options", None) is not None:  # for every URL this command opens
+        from pirs.degrade.fs import parse_storage_options, set_storage_options
+
+        try:
+            set_storage_options(parse_storage_options(a.storage_options))
+        except ValueError as e:
+            return _fail(a.command, e)
     return COMMANDS[a.command](a)
 
 

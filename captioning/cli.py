@@ -48,7 +48,7 @@ def _run_parser(sub) -> None:
 
 
 def cmd_run(a) -> int:
-    from pirs.degrade.fs import parse_storage_options
+    from pirs.degrade.fs import load_hint, parse_storage_options
     from pirs.degrade.shards import ShardError
 
     from .instructions import InstructionError
@@ -89,7 +89,7 @@ def cmd_run(a) -> int:
         print(f"  {name:<8} -> {ins['field']:<13} {prov.get('model') or prov['backend']}: {ins['text'][:60]}")
     print(f"written   {r.captions} caption(s) in this run")
     print(f"output    {r.out}/  (shard-*.tar, manifest.json, README.md, caption_failures.jsonl)")
-    print(f"load      python -c \"import datasets; print(datasets.load_dataset('{r.out}')['train'][0]['json'])\"")
+    print("load      " + load_hint(r.out, "['train'][0]['json']"))
     if r.failures:
         by = Counter(f["reason"].split(" (")[0] for f in r.failures)
         print(f"failures  {len(r.failures)} caption(s) could not be written (fields left empty; see "

@@ -406,7 +406,10 @@ def run(cfg: CaptionConfig, backend: Backend | None = None) -> CaptionResult:
     settings = {"backend": backend.name, "image": cfg.image, "batch_size": cfg.batch_size,
                 "instructions": {i.name: {"field": i.field, "text": i.text} for i in instructions},
                 "provenance": provenance}
-    out.mkdir()
+    try:
+        out.mkdir()
+    except ValueError as e:
+        raise RunError(str(e)) from None
     _check_out(cfg, out, inputs, fp, settings)
 
     in_manifest = _read_manifest(in_dir)

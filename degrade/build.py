@@ -439,7 +439,10 @@ def _build(cfg: BuildConfig, recipe: Recipe, out: Folder, pool, t0: float, count
         raise BuildError(f"no usable input images among {seen} seen in {cfg.input or 'the bundled sample photos'}"
                          + (f"; first reject: {rejects[0]['path']}: {rejects[0]['reason']}" if rejects else ""))
     fp = fingerprint(cfg, recipe, sources)
-    out.mkdir()
+    try:
+        out.mkdir()
+    except ValueError as e:
+        raise BuildError(str(e)) from None
     if out.exists("build.json"):
         try:
             prev = json.loads(out.read_text("build.json")).get("fingerprint")

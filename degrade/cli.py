@@ -50,7 +50,7 @@ def _run_args(p) -> None:
 
 def cmd_build(a) -> int:
     from .build import BuildConfig, BuildError, build
-    from .fs import parse_storage_options
+    from .fs import is_url, load_hint, parse_storage_options
     from .recipe import RecipeError
     from .sources import DEFAULT_MAX_PIXELS
 
@@ -88,8 +88,9 @@ def cmd_build(a) -> int:
         print(f"retried   {len(r.failures)} failed shard attempt(s), all recovered (see stats/failures.jsonl): "
               + "; ".join(f"shard {f['shard']} attempt {f['attempt']}: {f['error']}" for f in r.failures[:3]))
     print(f"output    {r.out}/  (shard-*.tar, manifest.json, rejects.jsonl, README.md)")
-    print(f"look      degrade preview {r.out} --out {r.out}/preview.png")
-    print(f"load      python -c \"import datasets; print(datasets.load_dataset('{r.out}')['train'][0])\"")
+    print(f"look      degrade preview {r.out} --out "
+          + ("preview.png" if is_url(r.out) else f"{r.out}/preview.png"))
+    print(f"load      {load_hint(r.out)}")
     if r.samples == 0:
         return 1
     if a.strict and (r.inputs_rejected or r.sample_rejects):
@@ -359,14 +360,17 @@ def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="degrade", description="pirs degradation engine: recipes -> HQ/LQ shards")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _build_parser(sub)
+    from .fs import add_storage_args
+
     _ingest_parser(sub)
     _testset_parser(sub)
     p = sub.add_parser("preview", help="draw a contact sheet (HQ, LQ upscaled, prompt) as PNG",
                        description="Draw a contact sheet of the first records: HQ, LQ upscaled, prompt text.")
-    p.add_argument("shards", help="shard folder or .tar file")
+    p.add_argument("shards", help="shard folder or .tar file (a local path or URL)")
     p.add_argument("--out", default="preview.png", help="PNG path (default preview.png)")
     p.add_argument("--count", type=int, default=8, help="records to draw (default 8)")
     p.add_argument("--tile", type=int, default=256, help="tile size in pixels (default 256)")
+    add_storage_args(p)
     p = sub.add_parser("gallery", help="draw one example per universal degradation type as PNG",
                        description="Draw one page with one example per universal degradation type and each "
                                    "Diff-Restorer test mixture, from the bundled photos.")
@@ -380,19 +384,29 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("replay", help="rebuild one record's LQ from its stored parameters and compare",
                        description="Rebuild one record's LQ from its hq.png and stored ops; exit 0 if identical. "
                                    "An ingested record is rebuilt from the data set's own LQ (--source).")
-    p.add_argument("shards", help="shard folder or .tar file")
+    p.add_argument("shards", help="shard folder or .tar file (a local path or URL)")
     p.add_argument("key", help="sample key")
     p.add_argument("--source", default=None, help="root folder of the data set an ingested record came from")
+    add_storage_args(p)
     p = sub.add_parser("show", help="print one record's JSON with its ops decoded",
                        description="Print one record's JSON with its ops decoded.")
-    p.add_argument("shards", help="shard folder or .tar file")
+    p.add_argument("shards", help="shard folder or .tar file (a local path or URL)")
     p.add_argument("key", help="sample key")
+    add_storage_args(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``degrade`` command."""
     a = make_parser().parse_args(argv)
+    if a.command in ("preview", "replay", "show"):  # readers of shards that may be URLs
+        from .fs import parse_storage_options, set_storage_options
+
+        try:
+            set_storage_options(parse_storage_options(a.storage_options))
+        except ValueError as e:
+            print(f"degrade {a.command}: error: {e}", file=sys.stderr)
+            return 2
     handler = {"build": cmd_build, "preview": cmd_preview, "recipes": cmd_recipes, "replay": cmd_replay,
                "show": cmd_show, "gallery": cmd_gallery, "ingest": cmd_ingest,
                "testset": cmd_testset}[a.command]

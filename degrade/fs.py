@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 _DEFAULT_OPTIONS: dict[str, Any] = {}
+OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss", "r2"}
 
 
 def is_url(path: str | os.PathLike | None) -> bool:
@@ -118,13 +119,22 @@ class Folder:
         return self.path / name if self.local else f"{self.url}/{name}"
 
     def mkdir(self) -> None:
+        """Create the folder; on object stores nothing (no folders there, and never a bucket)."""
         if self.local:
             self.path.mkdir(parents=True, exist_ok=True)
-        else:
+            return
+        protocols = {self.fs.protocol} if isinstance(self.fs.protocol, str) else set(self.fs.protocol)
+        if protocols & OBJECT_STORES:
+            bucket = self.root.split("/", 1)[0]
             try:
-                self.fs.makedirs(self.root, exist_ok=True)
-            except Exception:  # object stores have no folders; a missing bucket shows on the first write
-                pass
+                ok = self.fs.exists(bucket)
+            except Exception:  # listing buckets may be forbidden where writing is allowed
+                ok = True
+            if not ok:
+                raise ValueError(f"{self.url}: bucket {bucket!r} does not exist (or these credentials cannot see "
+                                 "it); create it first")
+            return
+        self.fs.makedirs(self.root, exist_ok=True)
 
     def exists(self, name: str) -> bool:
         return (self.path / name).exists() if self.local else self.fs.exists(self.key(name))
@@ -260,6 +270,16 @@ class Folder:
         with tempfile.TemporaryDirectory(prefix="pirs-card-") as tmp:
             card = write_card(Path(tmp), manifest, recipe)
             self.write_text("README.md", card.read_text().replace(Path(tmp).as_posix(), self.url))
+
+
+def load_hint(out: str | os.PathLike, suffix: str = "['train'][0]") -> str:
+    """A shell line that loads the shards in ``out`` with Hugging Face ``datasets``."""
+    if is_url(out):
+        url = str(out).rstrip("/")
+        return (f"python -c \"import datasets; print(datasets.load_dataset('webdataset', "
+                f"data_files='{url}/shard-*.tar', split='train')[0])\"  "
+                "(endpoint and keys from the environment, or storage_options={...})")
+    return f"python -c \"import datasets; print(datasets.load_dataset('{out}'){suffix})\""
 
 
 def add_storage_args(p) -> None:

@@ -326,7 +326,10 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         out = Folder(cfg.out, cfg.storage_options)
     except ValueError as e:
         raise BuildError(str(e)) from None
-    out.mkdir()
+    try:
+        out.mkdir()
+    except ValueError as e:
+        raise BuildError(str(e)) from None
     prev = None
     if out.exists("build.json"):
         try:

@@ -217,21 +217,22 @@ def iter_records(path: str | os.PathLike, validate: bool = True) -> Iterator[tup
 def shard_paths(folder: str | os.PathLike) -> list:
     """The shards of a folder (or a single shard path), in name order.
 
-    Local: ``Path`` objects. A URL (``s3://bucket/shards``): URL strings of its ``*.tar`` keys.
+    Local: ``Path`` objects. A URL (``s3://bucket/shards``): its ``*.tar`` keys as
+    :class:`~.fs.RemotePath` (URL strings with ``.name``, ``.read_bytes()``, ...).
     """
-    from .fs import is_url, local_path, url_to_fs
+    from .fs import RemotePath, is_url, local_path, url_to_fs
 
     if is_url(folder):
         url = str(folder).rstrip("/")
         fs, root = url_to_fs(url)
         proto = url.split("://", 1)[0]
         if url.endswith(".tar") and fs.isfile(root):
-            return [url]
+            return [RemotePath(url)]
         try:
             names = fs.ls(root, detail=False, refresh=True)
         except FileNotFoundError:
             raise FileNotFoundError(f"{folder}: no such shard folder or file") from None
-        return sorted(f"{proto}://{n}" for n in names if n.endswith(".tar"))
+        return sorted(RemotePath(f"{proto}://{n}") for n in names if n.endswith(".tar"))
     p = local_path(folder)
     if p.is_file():
         return [p]

@@ -203,3 +203,31 @@ def test_local_paths_on_a_multi_node_cluster_are_warned_about(capsys, ray_cluste
     warn_local_paths(ex, "/data/out", "s3://b/in", None)
     err = capsys.readouterr().err
     assert "3 nodes" in err and "/data/out" in err and "s3://b/in" not in err
+
+
+def _load_model(state: str) -> dict:
+    """Stands for loading a captioning model: records which process did it."""
+    with open(state, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return {"pid": os.getpid()}
+
+
+def _use_model(model: dict, i: int) -> dict:
+    return {"index": i, "pid": model["pid"]}
+
+
+@pytest.mark.parametrize("executor", ["ray", "local"])
+def test_setup_runs_once_per_worker(tmp_path, ray_cluster, executor):
+    """`setup` (the model load) runs once per Ray actor / worker process, not once per task."""
+    from ray import cloudpickle
+
+    from pirs.degrade.executors import make_executor
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray workers do not import the tests
+    log = tmp_path / "loads.txt"
+    with make_executor(executor, 2) as ex:
+        report = ex.map_shards(_use_model, range(8), str(log), setup=_load_model)
+    loads = log.read_text().split()
+    assert sorted(report.results) == list(range(8))
+    assert len(loads) == len(set(loads)) <= 2  # at most one load per worker
+    assert {r["pid"] for r in report.results.values()} == {int(p) for p in loads}

@@ -267,3 +267,20 @@ def test_ingest_writes_to_s3(tmp_path, s3):
     assert b.shards_built == 2 and b.manifest["content_sha256"] == a.manifest["content_sha256"]
     for p in sorted((tmp_path / "local").glob("shard-*.tar")):
         assert fs.cat_file(f"{BUCKET}/lol/{p.name}") == p.read_bytes()
+
+
+def test_cli_readers_take_urls_and_a_missing_bucket_is_named(tmp_path, s3, s3_build, capsys):
+    """`degrade replay/show/preview` read shards on S3; a build into a missing bucket fails and creates nothing."""
+    from pirs.degrade.build import BuildError
+    from pirs.degrade.cli import main
+
+    opts = ["--storage-options", json.dumps(s3)]
+    assert main(["replay", s3_build, "00000003", *opts]) == 0
+    assert "identical" in capsys.readouterr().out
+    assert main(["show", s3_build, "00000003", *opts]) == 0
+    assert '"key": "00000003"' in capsys.readouterr().out
+    assert main(["preview", s3_build, "--out", str(tmp_path / "p.png"), "--count", "2", *opts]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 0
+    with pytest.raises(BuildError, match="bucket 'no-such-bucket' does not exist"):
+        build(quick_config("s3://no-such-bucket/x", None, storage_options=s3))
+    assert "no-such-bucket" not in [b.rstrip("/") for b in _fs(s3).ls("", refresh=True)]
