@@ -215,12 +215,16 @@ def _eval_task(cfg: EvalConfig, _: int) -> dict:
     """The scoring as an executor task (on a Ray worker): ``{"summary", "table"}``."""
     from pirs.degrade.fs import set_storage_options
 
+    from .pairing import ReferenceError
+    from .weights import DownloadBlocked, MissingWeights
+
     t0 = time.perf_counter()
     set_storage_options(cfg.storage_options)
     try:
         specs, options, out, table_path = _prepare(cfg)
         return _score(cfg, specs, options, out, table_path, t0)
-    except (PairingError, ValueError, KeyError, OSError) as e:  # the input's fault: not retried, raised on the driver
+    except (PairingError, ReferenceError, ValueError, KeyError, OSError, MissingWeights, DownloadBlocked) as e:
+        # the input's (or the node's weights') fault: not retried, raised on the driver
         return {"error": e}
 
 

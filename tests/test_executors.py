@@ -231,3 +231,16 @@ def test_setup_runs_once_per_worker(tmp_path, ray_cluster, executor):
     assert sorted(report.results) == list(range(8))
     assert len(loads) == len(set(loads)) <= 2  # at most one load per worker
     assert {r["pid"] for r in report.results.values()} == {int(p) for p in loads}
+
+
+def test_bench_input_errors_on_ray_are_raised_once_not_retried(tmp_path, reference, ray_cluster):
+    from pirs.benchmark.evaluate import EvalConfig, evaluate
+    from pirs.benchmark.pairing import PairingError, ReferenceError
+
+    with pytest.raises(PairingError, match="no such folder"):
+        evaluate(EvalConfig(str(tmp_path / "nope"), str(reference), "psnr", str(tmp_path / "r.json"), device="cpu",
+                            progress=False, cache_dir=None, executor="ray"))
+    with pytest.raises(ReferenceError, match="no such folder or file"):
+        evaluate(EvalConfig(str(reference), str(tmp_path / "no-ref"), "psnr", str(tmp_path / "r.json"), device="cpu",
+                            progress=False, cache_dir=None, executor="ray"))
+    assert not (tmp_path / "r.json").exists()
