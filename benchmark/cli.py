@@ -270,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
             set_storage_options(parse_storage_options(a.storage_options))
         except ValueError as e:
             return _fail(a.command, e)
-    return COMMANDS[a.command](a)
+    from pirs.degrade.fs import run_cli
+
+    return run_cli(f"bench {a.command}", COMMANDS[a.command], a)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     _run_parser(sub)
     a = parser.parse_args(argv)
-    return {"run": cmd_run}[a.cmd](a)
+    from pirs.degrade.fs import run_cli
+
+    return run_cli(f"caption {a.cmd}", {"run": cmd_run}[a.cmd], a)
 
 
 if __name__ == "__main__":

@@ -410,8 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     handler = {"build": cmd_build, "preview": cmd_preview, "recipes": cmd_recipes, "replay": cmd_replay,
                "show": cmd_show, "gallery": cmd_gallery, "ingest": cmd_ingest,
                "testset": cmd_testset}[a.command]
+    from .fs import run_cli
+
     try:
-        return handler(a)
+        return run_cli(f"degrade {a.command}", handler, a)
     except BrokenPipeError:  # output piped into `head` and the like
         import os
 

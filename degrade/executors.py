@@ -294,6 +294,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
     ray = import_ray()
     if ray.is_initialized():
         return
+    if address and address != "auto":
+        _check_reachable(address)
     kw: dict = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
     try:
         if address:
@@ -303,6 +305,22 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, object_sto
     except Exception as e:
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
         raise ExecutorError(f"cannot start or reach {where}: {_error(e)}") from None
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast when a Ray address does not answer (``ray.init`` would wait for minutes)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ExecutorError(f"--ray-address {address}: want auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        raise ExecutorError(f"cannot reach the Ray cluster at {address}: {e.strerror or e} "
+                            "(is `ray start --head` running there, and the port open?)") from None
 
 
 def _ray_run_task(task, state, index, attempt, faults):

@@ -127,12 +127,16 @@ class Folder:
         if protocols & OBJECT_STORES:
             bucket = self.root.split("/", 1)[0]
             try:
-                ok = self.fs.exists(bucket)
-            except Exception:  # listing buckets may be forbidden where writing is allowed
-                ok = True
-            if not ok:
+                self.fs.info(bucket)
+            except FileNotFoundError:
                 raise ValueError(f"{self.url}: bucket {bucket!r} does not exist (or these credentials cannot see "
-                                 "it); create it first")
+                                 "it); create it first") from None
+            except PermissionError:  # reading the bucket may be forbidden where writing is allowed
+                pass
+            except Exception as e:
+                raise ValueError(f"{self.url}: cannot reach the object store ({type(e).__name__}: "
+                                 f"{' '.join(str(e).split())[:300]}); check the endpoint and credentials "
+                                 "(--storage-options or the environment)") from None
             return
         self.fs.makedirs(self.root, exist_ok=True)
 
@@ -270,6 +274,33 @@ class Folder:
         with tempfile.TemporaryDirectory(prefix="pirs-card-") as tmp:
             card = write_card(Path(tmp), manifest, recipe)
             self.write_text("README.md", card.read_text().replace(Path(tmp).as_posix(), self.url))
+
+
+_STORE_MODULES = ("botocore", "aiobotocore", "s3fs", "gcsfs", "google", "aiohttp", "adlfs", "azure", "fsspec")
+
+
+def store_error(e: BaseException) -> str | None:
+    """A one-line message for an object-store client's error (unreachable endpoint, credentials), else None."""
+    mods = {c.__module__.split(".", 1)[0] for c in type(e).__mro__}
+    if not mods & set(_STORE_MODULES) and not isinstance(e, PermissionError):
+        return None
+    text = " ".join(str(e).split())[:300]
+    return (f"object storage: {type(e).__name__}: {text}; check the endpoint, bucket and credentials "
+            "(--storage-options or the environment, e.g. AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID)")
+
+
+def run_cli(prog: str, handler, a) -> int:
+    """Run a command's handler; an object-store error ends it with one line and exit status 2."""
+    try:
+        return handler(a)
+    except Exception as e:
+        msg = store_error(e)
+        if msg is None:
+            raise
+        import sys
+
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        return 2
 
 
 def load_hint(out: str | os.PathLike, suffix: str = "['train'][0]") -> str:

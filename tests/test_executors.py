@@ -244,3 +244,14 @@ def test_bench_input_errors_on_ray_are_raised_once_not_retried(tmp_path, referen
         evaluate(EvalConfig(str(reference), str(tmp_path / "no-ref"), "psnr", str(tmp_path / "r.json"), device="cpu",
                             progress=False, cache_dir=None, executor="ray"))
     assert not (tmp_path / "r.json").exists()
+
+
+def test_an_unreachable_ray_address_fails_fast():
+    from pirs.degrade.executors import ExecutorError, _check_reachable
+
+    t0 = time.perf_counter()
+    with pytest.raises(ExecutorError, match="cannot reach the Ray cluster at 127.0.0.1:9"):
+        _check_reachable("127.0.0.1:9")
+    assert time.perf_counter() - t0 < 15
+    with pytest.raises(ExecutorError, match="want auto, HOST:PORT"):
+        _check_reachable("nonsense")

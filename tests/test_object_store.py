@@ -284,3 +284,19 @@ def test_cli_readers_take_urls_and_a_missing_bucket_is_named(tmp_path, s3, s3_bu
     with pytest.raises(BuildError, match="bucket 'no-such-bucket' does not exist"):
         build(quick_config("s3://no-such-bucket/x", None, storage_options=s3))
     assert "no-such-bucket" not in [b.rstrip("/") for b in _fs(s3).ls("", refresh=True)]
+
+
+def test_unreachable_store_is_one_line_and_exit_2(tmp_path, photos_dir, capsys):
+    from pirs.degrade.cli import main
+
+    dead = json.dumps({"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://127.0.0.1:9",
+                                                                    "region_name": "us-east-1"},
+                       "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}})
+    base = ["build", "--pipeline", "realesrgan", "--num-samples", "4", "--crop-size", "32", "--quiet",
+            "--storage-options", dead]
+    assert main(base + ["--input", str(photos_dir), "--out", f"s3://{BUCKET}/dead"]) == 2
+    assert "cannot reach the object store" in capsys.readouterr().err
+    assert main(base + ["--input", f"s3://{BUCKET}/photos", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("degrade build: error: object storage:") and "Traceback" not in err
+    assert not (tmp_path / "o" / "manifest.json").exists()
