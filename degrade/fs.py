@@ -82,6 +82,16 @@ def open_read(path: str | os.PathLike, opts: dict | None = None):
     return fs.open(p, "rb")
 
 
+def read_range(path: str | os.PathLike, offset: int, size: int) -> bytes:
+    """``size`` bytes at ``offset`` of a local file or URL (on object stores one ranged request)."""
+    if not is_url(path):
+        with open(local_path(path), "rb") as f:
+            f.seek(offset)
+            return f.read(size)
+    fs, key = url_to_fs(str(path))
+    return fs.cat_file(key, start=offset, end=offset + size)
+
+
 def join(base: str | os.PathLike, name: str) -> str | Path:
     """``base/name`` for a local path or URL."""
     if is_url(base):

@@ -6,13 +6,15 @@ import argparse
 import json
 import sys
 
+from pirs.degrade.fs import add_storage_args
+
 
 def _train_parser(sub) -> None:
     p = sub.add_parser("train", help="train a method on pirs shards (resumes from the newest checkpoint in --out)",
                        description="Train a method on pirs shards with accelerate. Re-running the same command "
                                    "resumes from the newest checkpoint in --out, exactly.")
     p.add_argument("--method", required=True, help="method name (see `restore methods`)")
-    p.add_argument("--data", required=True, help="pirs shard folder")
+    p.add_argument("--data", required=True, help="pirs shard folder, a local path or URL (s3://bucket/shards)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, validation images")
     p.add_argument("--config", default=None, help="config name (tiny, sd15, ...) or YAML path (default: tiny "
                                                   "without --base, else sd15)")
@@ -33,6 +35,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--log-every", type=int, default=10, help="steps between log lines (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of data order, noise and timesteps (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_storage_args(p)
 
 
 def _predict_parser(sub) -> None:
@@ -40,7 +43,7 @@ def _predict_parser(sub) -> None:
                        description="Restore every record of a shard folder with a trained checkpoint; writes "
                                    "KEY.png per record and run.json, which `bench evaluate` reads.")
     p.add_argument("--checkpoint", required=True, help="run folder (newest checkpoint) or one checkpoint folder")
-    p.add_argument("--input", required=True, help="pirs shard folder (a test set)")
+    p.add_argument("--input", required=True, help="pirs shard folder (a test set), a local path or URL")
     p.add_argument("--out", required=True, help="predictions folder")
     p.add_argument("--method", default=None, help="check that the checkpoint is of this method")
     p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
@@ -53,6 +56,7 @@ def _predict_parser(sub) -> None:
     p.add_argument("--blind", action="store_true", help='"Remove all degradation" with an empty semantic prompt')
     p.add_argument("--ema", action="store_true", help="use the EMA weights if the run kept them")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_storage_args(p)
 
 
 def cmd_train(a) -> int:
@@ -138,7 +142,16 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``restore`` command."""
     a = make_parser().parse_args(argv)
-    return {"train": cmd_train, "predict": cmd_predict, "methods": cmd_methods}[a.command](a)
+    from pirs.degrade.fs import parse_storage_options, run_cli, set_storage_options
+
+    if getattr(a, "storage_options", None) is not None:
+        try:
+            set_storage_options(parse_storage_options(a.storage_options))
+        except ValueError as e:
+            print(f"restore {a.command}: error: {e}", file=sys.stderr)
+            return 2
+    return run_cli(f"restore {a.command}", {"train": cmd_train, "predict": cmd_predict,
+                                             "methods": cmd_methods}[a.command], a)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pirs.degrade.fs import read_range
 from pirs.degrade.schema import upgrade, validate
 from pirs.degrade.shards import ShardError, index_samples, shard_paths
 
@@ -74,9 +75,7 @@ class ShardPairs(torch.utils.data.Dataset):
         return len(self.items)
 
     def _read(self, shard: Path, span: tuple[int, int]) -> bytes:
-        with open(shard, "rb") as f:
-            f.seek(span[0])
-            return f.read(span[1])
+        return read_range(shard, *span)  # a local file, or one ranged request on object storage
 
     def record(self, i: int) -> dict:
         shard, key, members = self.items[i]
