@@ -29,6 +29,15 @@ def write_png(path: Path, img: np.ndarray) -> Path:
     return path
 
 
+def lol_tree(root: Path, n: int) -> Path:
+    """A tiny LOL-layout data set: ``eval15/{low,high}/K.png``, the low image 1/8 of the high."""
+    for k in range(n):
+        hq = synthetic_photo(24, 24, k)
+        write_png(root / "eval15" / "low" / f"{k}.png", hq // 8)
+        write_png(root / "eval15" / "high" / f"{k}.png", hq)
+    return root
+
+
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
     """A folder of five small photos (PNG and JPEG, one in a subfolder)."""

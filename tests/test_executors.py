@@ -166,14 +166,10 @@ def test_bench_evaluate_on_ray_matches_local(tmp_path, reference, ray_cluster):
 
 
 def test_ingest_on_ray_matches_local(tmp_path, ray_cluster):
-    from conftest import synthetic_photo, write_png
+    from conftest import lol_tree
     from pirs.degrade.ingest import IngestConfig, ingest
 
-    root = tmp_path / "lol"
-    for k in range(5):
-        hq = synthetic_photo(24, 24, k)
-        write_png(root / "eval15" / "low" / f"{k}.png", hq // 8)
-        write_png(root / "eval15" / "high" / f"{k}.png", hq)
+    root = lol_tree(tmp_path / "lol", 5)
     args = {"layout": "lol", "input": str(root), "then": "noise-range", "shard_size": 2, "progress": False}
     a = ingest(IngestConfig(out=str(tmp_path / "local"), **args))
     b = ingest(IngestConfig(out=str(tmp_path / "ray"), workers=2, executor="ray", **args))

@@ -252,14 +252,10 @@ def test_bench_reads_predictions_from_and_writes_scores_to_s3(tmp_path, s3, s3_b
 
 
 def test_ingest_writes_to_s3(tmp_path, s3):
-    from conftest import synthetic_photo, write_png
+    from conftest import lol_tree
     from pirs.degrade.ingest import IngestConfig, ingest
 
-    root = tmp_path / "lol"
-    for k in range(3):
-        hq = synthetic_photo(24, 24, k)
-        write_png(root / "eval15" / "low" / f"{k}.png", hq // 8)
-        write_png(root / "eval15" / "high" / f"{k}.png", hq)
+    root = lol_tree(tmp_path / "lol", 3)
     args = {"layout": "lol", "input": str(root), "shard_size": 2, "progress": False}
     a = ingest(IngestConfig(out=str(tmp_path / "local"), **args))
     b = ingest(IngestConfig(out=f"s3://{BUCKET}/lol", storage_options=s3, **args))
