@@ -71,7 +71,7 @@ def url_to_fs(url: str, opts: dict | None = None):
         return fsspec.core.url_to_fs(url, **(storage_options() if opts is None else opts))
     except ImportError as e:
         raise ValueError(f"{url}: this URL needs a package that is not installed ({e}); "
-                         'for s3:// install pirs[s3] (s3fs), for gs:// gcsfs') from None
+                         'for s3:// install "pirs[s3]" (s3fs), for gs:// "pirs[gcs]" (gcsfs)') from None
 
 
 def open_read(path: str | os.PathLike, opts: dict | None = None):
