@@ -82,7 +82,9 @@ def write_baseline(method: str, reference: str | os.PathLike | Reference, out: s
 
     for item, lq in tqdm(ref.iter_lq(), total=len(ref.items), desc=f"bench baseline {method}", unit="img",
                          disable=not progress):
-        pred = restore(method, lq, item.hq_size)
+        k = 1 if item.lq_upsampled else item.scale
+        size = item.hq_size or (lq.shape[0] * k, lq.shape[1] * k)  # unpaired: the LQ brought to the output scale
+        pred = restore(method, lq, size)
         tmp = dest / f".{item.key}.png.tmp"
         tmp.write_bytes(encode_png(pred))
         os.replace(tmp, dest / f"{item.key}.png")

@@ -27,7 +27,7 @@ def _evaluate_parser(sub) -> None:
                                        "a run.json there is copied into the results")
     p.add_argument("--reference", required=True,
                    help="the test set: a pirs shard folder (local or URL, e.g. s3://bucket/testset), or a folder of "
-                        "images")
+                        "images; records without hq.png (real photos) take no-reference metrics only")
     p.add_argument("--metrics", required=True, help="comma-separated metric names (see `bench metrics`)")
     p.add_argument("--out", required=True,
                    help="summary JSON to write, e.g. results/mymethod.json or s3://bucket/results/mymethod.json")

@@ -163,6 +163,19 @@ def evaluate(cfg: EvalConfig) -> dict:
     return res["summary"]
 
 
+def _check_unpaired(pairing: Pairing, specs: list) -> None:
+    """Refuse metrics that need a reference image when some records have none (real photos)."""
+    from . import registry
+
+    unpaired = [k for k in pairing.keys if k in set(pairing.reference.unpaired)]
+    need = [s.name for s in specs if s.kind in (registry.FR, registry.SET)]
+    if unpaired and need:
+        no_ref = ", ".join(n for n, s in registry.REGISTRY.items() if s.kind in (registry.NR, registry.TEXT))
+        raise PairingError(f"{pairing.reference.path}: {len(unpaired)} of {len(pairing.keys)} records have no HQ image "
+                           f"(real photos without ground truth, e.g. {unpaired[0]}), so {', '.join(need)} cannot be "
+                           f"computed; score them with no-reference or text metrics: {no_ref}")
+
+
 def _evaluate_to_url(cfg: EvalConfig) -> dict:
     """``--out s3://..``: score into a temporary folder, then publish the table and the summary last."""
     import tempfile
@@ -254,6 +267,7 @@ def _score(cfg: EvalConfig, specs, options: dict, out: Path, table_path: Path, t
     pairing = pair(cfg.predictions, reference)
     pairing.check(cfg.allow_missing)
     _check_captions(pairing, specs)
+    _check_unpaired(pairing, specs)
     method = method_name(cfg.method, pairing)
 
     # -- metrics: built once
@@ -281,7 +295,8 @@ def _score(cfg: EvalConfig, specs, options: dict, out: Path, table_path: Path, t
                     continue  # keep decoding to report every bad file, but stop scoring
                 keys = [k for k, _, _ in batch]
                 pred = to_batch([p for _, p, _ in batch], device)
-                ref = to_batch([r for _, _, r in batch], device)
+                refs = [r for _, _, r in batch]
+                ref = None if any(r is None for r in refs) else to_batch(refs, device)  # None: unpaired records
                 captions = _captions(pairing, keys) if any(s.kind == registry.TEXT for s in specs) else None
                 for spec, scorer in zip(specs, scorers, strict=True):
                     if spec.kind == registry.SET:

@@ -65,7 +65,7 @@ class RefItem:
 
     key: str
     name: str  # for messages: a file name or "shard.tar:KEY"
-    hq_size: tuple[int, int]  # (h, w)
+    hq_size: tuple[int, int] | None  # (h, w); None: no HQ (a real photo without ground truth)
     lq_size: tuple[int, int] | None = None
     scale: int = 1
     lq_upsampled: bool = False
@@ -96,6 +96,11 @@ class Reference:
     def has_labels(self) -> bool:
         """Whether any record carries degradation labels."""
         return any(it.labels for it in self.items.values())
+
+    @property
+    def unpaired(self) -> list[str]:
+        """Keys of records without an HQ image (real photos): only no-reference metrics apply."""
+        return [k for k, it in self.items.items() if it.hq_size is None]
 
     @property
     def has_lq(self) -> bool:
@@ -241,11 +246,13 @@ def _load_ref_shards(p: Path) -> Reference:
                 if key in items:
                     raise ReferenceError(f"{shard}: key {key!r} appears twice in the reference "
                                          f"(also {items[key].name})")
-                for m in ("hq.png", "lq.png"):
+                paired = bool(rec["hq_size"])  # [] marks an unpaired record (no ground truth)
+                for m in ("hq.png", "lq.png") if paired else ("lq.png",):
                     if m not in members:
                         raise ReferenceError(f"{shard}: sample {key!r} has no {m} member")
                 items[key] = RefItem(
-                    key=key, name=where, hq_size=tuple(rec["hq_size"]), lq_size=tuple(rec["lq_size"]),
+                    key=key, name=where, hq_size=tuple(rec["hq_size"]) if paired else None,
+                    lq_size=tuple(rec["lq_size"]),
                     scale=int(rec["scale"]), lq_upsampled=bool(rec["lq_upsampled"]), labels=list(rec["degradations"]),
                     captions={k: rec[k] for k in ("caption_high", "caption_low", "caption_source")},
                     restoration_prompt=rec["restoration_prompt"])
@@ -386,7 +393,7 @@ def pair(predictions: str | os.PathLike, reference: Reference | str | os.PathLik
 
 
 def _size_problem(item: PredItem, size: tuple[int, int], ref: RefItem) -> str | None:
-    if tuple(size) == tuple(ref.hq_size):
+    if ref.hq_size is None or tuple(size) == tuple(ref.hq_size):  # no HQ: any size can be scored without one
         return None
     why = f"{item.name} is {size_text(size)}, the reference {ref.name} is {size_text(ref.hq_size)}"
     if ref.lq_size and not ref.lq_upsampled and ref.scale != 1:
@@ -467,7 +474,7 @@ def _iter_ref_shards(ref: Reference, member: str, wanted: set[str]) -> Iterator[
         try:
             for key, _, members in iter_records(shard, validate=False):
                 if key in wanted:
-                    yield key, members[member]
+                    yield key, members.get(member)  # None: no hq.png (an unpaired record)
         except ShardError as e:
             raise ReferenceError(f"reference shard unreadable: {e}") from None
 
@@ -531,6 +538,12 @@ def _decode_pair(pairing: Pairing, key: str, pb: bytes, rb: bytes) -> tuple[str,
     """Decode one pair; a prediction that fails gives ``(key, None, ref, "kind\\treason")``."""
     ref = pairing.reference
     item = ref.items[key]
+    pi = pairing.preds[key]
+    if rb is None:  # an unpaired record: no-reference metrics only
+        try:
+            return key, decode_image(pb), None, ""
+        except BadImage as e:
+            return key, None, None, f"unreadable\t{pi.name}: {e}"
     try:
         r = decode_shard_png(rb) if ref.kind == "shards" else decode_image(rb)
     except BadImage as e:
@@ -538,7 +551,6 @@ def _decode_pair(pairing: Pairing, key: str, pb: bytes, rb: bytes) -> tuple[str,
     if r.shape[:2] != tuple(item.hq_size):
         raise ReferenceError(f"reference {item.name}: decodes to {size_text(r.shape[:2])}, "
                              f"its header or record says {size_text(item.hq_size)}")
-    pi = pairing.preds[key]
     try:
         p = decode_image(pb)
     except BadImage as e:
