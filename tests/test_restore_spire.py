@@ -237,3 +237,19 @@ def test_data_batches_are_pure_functions_of_their_index(shards) -> None:
     assert 0 < sum(drops) < 60
     hq = np.asarray(a.sample(0)["hq"])
     assert hq.min() >= -1 and hq.max() <= 1
+
+
+def test_predictions_have_the_test_sets_size_whatever_the_model_resolution(tmp_path, photos_dir, trained) -> None:
+    """The tiny model runs at 32 px; a test set of 48 px crops gets 48 px predictions that bench pairs."""
+    from pirs.benchmark.evaluate import EvalConfig, evaluate
+
+    shards = tmp_path / "big"
+    build(BuildConfig(pipeline="realesrgan", out=str(shards), input=str(photos_dir), num_samples=3, crop_size=48,
+                      shard_size=3, progress=False))
+    out = tmp_path / "pred"
+    run = predict(PredictConfig(checkpoint=str(trained), input=str(shards), out=str(out), steps=2, progress=False))
+    assert run["resized"] == 3 and run["model_resolution"] == 32
+    assert {Image.open(p).size for p in out.glob("*.png")} == {(48, 48)}
+    res = evaluate(EvalConfig(predictions=str(out), reference=str(shards), metrics="psnr", progress=False,
+                              out=str(tmp_path / "res.json")))
+    assert res["metrics"]["psnr"]["count"] == 3 and res["pairing"]["size_mismatch"]["count"] == 0
