@@ -23,14 +23,17 @@ Section III of the paper, on diffusers and transformers parts:
 Documented choices and deviations: ``P_S`` is one token; mixtures' labels are a uniform
 soft target over their universal types, and records without a universal label do not
 enter ``L_deg``; the control encoder downsamples with stride-2 convolutions between its
-blocks to the latent size; the VGG-19 perceptual and adversarial terms of stage two need
-weights and a discriminator and are off (weight 0) in the tiny config, the ``sd15``
-config turns the perceptual term on with a local VGG-19 (``vgg19_weights``).
+blocks to the latent size. Stage two's ``L_per`` and ``L_adv`` are :mod:`.losses`' VGG-19
+feature loss (local torchvision weights, ``vgg19_weights``, default ``BASE/vgg19/``) and a
+PatchGAN discriminator with the hinge loss (the paper follows Asymmetric VQGAN [51] and names
+only the VGG-19 backbone; the layers, their weights and the discriminator are pirs' choices);
+the tiny config turns both off, the ``sd15`` config uses the paper's 0.1 and 0.001.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +42,7 @@ from torch import nn
 from pirs.degrade.labels import UNIVERSAL
 
 from .components import SDComponents, freeze, make_scheduler, sd_parts, vae_latents
+from .losses import PatchDiscriminator, VGGPerceptual, adversarial_losses
 from .method import ConfigError, Method, register
 
 
@@ -175,7 +179,8 @@ class DiffRestorer(Method):
         lambda_rec: float = 1.0
         lambda_per: float = 0.0
         lambda_adv: float = 0.0
-        vgg19_weights: str | None = None
+        vgg19_weights: str | None = None  # file or folder with vgg19-dcbb9e9d.pth (default: BASE/vgg19/)
+        disc_width: int = 64  # channels of the PatchGAN discriminator's first layer (stage 2, lambda_adv > 0)
         resolution: int = 32
         learning_rate: float = 1e-4
         seed: int = 0
@@ -204,10 +209,15 @@ class DiffRestorer(Method):
         self.refinement = nn.ModuleList(RefinementBlock(c, c_lq, config.degradation_dim) if c_lq else nn.Identity()
                                         for c, c_lq in self._refinement_shapes())
         self.refinement.requires_grad_(False)
-        if config.stage == 2:  # stage two: only the decoder and its refinement blocks learn
+        self.discriminator = PatchDiscriminator(width=config.disc_width) \
+            if config.stage == 2 and config.lambda_adv else None
+        if config.stage == 2:  # stage two: only the decoder and its refinement blocks (and a discriminator) learn
             self.requires_grad_(False)
             self.vae.decoder.requires_grad_(True)
             self.refinement.requires_grad_(True)
+            if self.discriminator is not None:
+                self.discriminator.requires_grad_(True)
+        self._vgg: VGGPerceptual | None = None  # built at the first stage-2 step (prediction does not need it)
 
     @torch.no_grad()
     def _refinement_shapes(self) -> list[tuple[int, int]]:
@@ -240,6 +250,10 @@ class DiffRestorer(Method):
                               "image_encoder/ (CLIP ViT-L/14 vision tower with projection)")
         parts = sd_parts(config, base)
         image_encoder = load_image_encoder(base) if base else tiny_image_encoder(config, parts)
+        if config.stage == 2 and config.lambda_per and not config.vgg19_weights and base:
+            from dataclasses import replace
+
+            config = replace(config, vgg19_weights=str(Path(base) / "vgg19"))
         model = cls(config, parts, image_encoder)
         if config.stage == 2:
             model.load_stage1(config.stage1_checkpoint)
@@ -306,6 +320,16 @@ class DiffRestorer(Method):
 
     # ------------------------------------------------------------------ train / predict
 
+    def perceptual(self) -> VGGPerceptual:
+        """The frozen VGG-19 of ``L_per``, loaded once from ``vgg19_weights``."""
+        if self._vgg is None:
+            if not self.config.vgg19_weights:
+                raise ConfigError("lambda_per > 0 needs VGG-19 weights: --set vgg19_weights=FILE (torchvision's "
+                                  "vgg19-dcbb9e9d.pth), or put it in BASE/vgg19/")
+            dev = self.vae.decoder.conv_in.weight.device
+            self._vgg = VGGPerceptual(self.config.vgg19_weights).to(dev)
+        return self._vgg
+
     def training_step(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Stage 1: ``L_diff + L_deg + L_rec`` (Eq. 7); stage 2: ``L_gen (+ L_per, L_adv)`` (Eq. 8)."""
         hq, lq = batch["hq"], batch["lq"]
@@ -314,7 +338,17 @@ class DiffRestorer(Method):
         if self.config.stage == 2:
             restored = self.decode(z0, lq, p_d.detach())
             gen = F.mse_loss(restored.float(), hq.float())
-            return {"loss": gen, "gen": gen.detach()}
+            out = {"gen": gen.detach()}
+            loss = gen
+            if self.config.lambda_per:
+                per = self.perceptual()(restored, hq)
+                loss = loss + self.config.lambda_per * per
+                out["per"] = per.detach()
+            if self.discriminator is not None:
+                adv, disc = adversarial_losses(self.discriminator, restored, hq)
+                loss = loss + self.config.lambda_adv * adv + disc  # the discriminator's own hinge term
+                out["adv"], out["disc"] = adv.detach(), disc.detach()
+            return {"loss": loss, **out}
         sched = make_scheduler(self.scheduler_config, "ddpm")
         noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
         t = torch.randint(0, sched.config.num_train_timesteps, (z0.shape[0],), generator=generator).to(z0.device)

@@ -18,13 +18,14 @@ The method as the paper describes it, on diffusers and transformers parts:
 - the **degradation-robust VAE encoder** (Sec. 3.1), ``--stage vae``: a copy of the VAE
   encoder trained on LQ images so that ``D(E_dr(x_LQ))`` matches ``x_HQ`` with L1 plus
   ``lpips_weight`` times LPIPS (pyiqa's network with local weights from ``lpips_weights``; 0 in
-  the tiny config, which has no weights); the optional GAN term is not implemented; the transformer
+  the tiny config, which has no weights), plus ``gan_weight`` times an optional GAN term; the transformer
   stage encodes the LQ with it when ``vae_checkpoint`` names that run.
 
 Documented choices: the transformer is fine-tuned with the LQ branch (the frozen parts are
 T5, the CLIP image encoder and the VAE); the global view at inference is the whole LQ image
 (the paper's larger context crop needs the surrounding image, which a test-set record does
-not carry); the robust encoder's optional GAN term is not implemented (``gan_weight`` must be 0).
+not carry); the robust encoder's optional GAN term (``gan_weight``, off by default) uses
+:mod:`.losses`' PatchGAN discriminator with the hinge loss, trained alongside the encoder.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .components import freeze, tiny_tokenizer
+from .losses import PatchDiscriminator, adversarial_losses
 from .method import ConfigError, Method, register
 
 
@@ -88,7 +90,8 @@ class Dpir(Method):
         shift: float = 1.0
         lpips_weight: float = 0.0
         lpips_weights: str | None = None  # folder with LPIPS_v0.1_alex-df73285e.pth and alexnet-owt-7be5be79.pth
-        gan_weight: float = 0.0
+        gan_weight: float = 0.0  # the optional GAN term of the robust encoder stage (PatchGAN, hinge)
+        disc_width: int = 64
         resolution: int = 32
         learning_rate: float = 1e-4
         seed: int = 0
@@ -99,9 +102,6 @@ class Dpir(Method):
 
         if config.stage not in ("dit", "vae"):
             raise ConfigError(f"stage must be 'dit' or 'vae', got {config.stage!r}")
-        if config.gan_weight:
-            raise ConfigError("gan_weight: the robust encoder's GAN term is optional in DPIR and not implemented "
-                              "in pirs; set it to 0")
         self.config = config
         self.semantic_dropout = config.caption_dropout
         self.transformer, self.vae, self.text_encoder, self.image_encoder = transformer, vae, text_encoder, \
@@ -117,11 +117,16 @@ class Dpir(Method):
         self.lpips = make_lpips(config.lpips_weights) if config.stage == "vae" and config.lpips_weight else None
         if self.lpips is not None:
             freeze(self.lpips)
+        # the optional GAN term of the robust encoder stage: a PatchGAN discriminator trained alongside
+        self.discriminator = PatchDiscriminator(width=config.disc_width) \
+            if config.stage == "vae" and config.gan_weight else None
         if config.stage == "vae":
             self.requires_grad_(False)
             self.robust_encoder.requires_grad_(True)
             if self.robust_quant_conv is not None:
                 self.robust_quant_conv.requires_grad_(True)
+            if self.discriminator is not None:
+                self.discriminator.requires_grad_(True)
         else:
             self.transformer.requires_grad_(True)
             self.robust_encoder.requires_grad_(False)
@@ -233,6 +238,10 @@ class Dpir(Method):
                 per = self.lpips((rec.float() + 1) / 2, (hq.float() + 1) / 2).mean()
                 loss = loss + self.config.lpips_weight * per
                 out["lpips"] = per.detach()
+            if self.discriminator is not None:
+                adv, disc = adversarial_losses(self.discriminator, rec, hq)
+                loss = loss + self.config.gan_weight * adv + disc  # + the discriminator's own hinge term
+                out["adv"], out["disc"] = adv.detach(), disc.detach()
             return {"loss": loss, **out}
         with torch.no_grad():
             x0 = self.encode(hq)

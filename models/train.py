@@ -5,7 +5,8 @@ step ``s`` is data batch ``s*grad_accum + m`` and draws its noise and timesteps 
 generator seeded by (seed, s, m), so a run stopped after a checkpoint and resumed gives
 the same weights as a run that never stopped. Checkpoints every ``checkpoint_every``
 steps and at the end; optional EMA of the trainable weights; validation images every
-``validate_every`` steps; one JSON line of log per ``log_every`` steps in ``out/log.jsonl``.
+``validate_every`` steps; one JSON line of log per ``log_every`` steps in ``out/log.jsonl`` (the
+loss and each of the method's loss terms, e.g. ``diff``, ``deg``, ``rec``).
 """
 
 from __future__ import annotations
@@ -116,20 +117,24 @@ def train(tc: TrainConfig) -> dict:
         for step in range(start, tc.max_steps):
             opt.zero_grad(set_to_none=True)
             total = 0.0
+            terms: dict[str, float] = {}  # the method's loss terms (L_diff, L_deg, ...), averaged like the loss
             for micro in range(tc.grad_accum):
                 batch = _to_device(data.batch(step * tc.grad_accum + micro, tc.batch_size), acc.device)
                 with acc.autocast():
                     res = core.training_step(batch, step_generator(tc.seed, step, micro))
                 acc.backward(res["loss"] / tc.grad_accum)
                 total += float(res["loss"].detach()) / tc.grad_accum
+                for k, v in res.items():
+                    if k != "loss" and isinstance(v, torch.Tensor) and v.numel() == 1:
+                        terms[k] = terms.get(k, 0.0) + float(v.detach()) / tc.grad_accum
             opt.step()
             if ema is not None:
                 with torch.no_grad():
                     for k, v in core.trainable_state_dict().items():
                         ema[k].mul_(tc.ema_decay).add_(v, alpha=1 - tc.ema_decay)
             done = step + 1
-            last = {"step": done, "loss": total, "lr": opt.param_groups[0]["lr"],
-                    "seconds": round(time.perf_counter() - t0, 3)}
+            last = {"step": done, "loss": total, **{k: v for k, v in sorted(terms.items()) if k not in _LOG_KEYS},
+                    "lr": opt.param_groups[0]["lr"], "seconds": round(time.perf_counter() - t0, 3)}
             if done % tc.log_every == 0 or done == tc.max_steps:
                 log.write(json.dumps(last) + "\n")
                 log.flush()
@@ -143,6 +148,9 @@ def train(tc: TrainConfig) -> dict:
         bar.close()
         log.close()
     return {"out": str(out), "start": start, "steps": tc.max_steps, **last, "parameters": core.parameter_counts()}
+
+
+_LOG_KEYS = ("step", "loss", "lr", "seconds")
 
 
 def _to_device(batch: dict, device) -> dict:
