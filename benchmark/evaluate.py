@@ -245,11 +245,16 @@ def _score_on_ray(cfg: EvalConfig) -> dict:
     from dataclasses import replace
 
     from pirs.degrade.executors import TaskFailed, make_executor
+    from pirs.degrade.fs import absolute
 
+    # the task runs on any node, in another working folder: absolute paths
+    task_cfg = replace(cfg, progress=False, predictions=absolute(cfg.predictions), reference=absolute(cfg.reference),
+                       out=absolute(cfg.out), per_image=absolute(cfg.per_image),
+                       weights_dir=absolute(cfg.weights_dir), cache_dir=absolute(cfg.cache_dir))
     ex = make_executor("ray", 1, cfg.max_retries, cfg.ray_address, cfg.gpus_per_worker)
     try:
         with ex:
-            report = ex.map_shards(_eval_task, [0], replace(cfg, progress=False))
+            report = ex.map_shards(_eval_task, [0], task_cfg)
     except TaskFailed as e:
         raise RuntimeError(f"the evaluation failed on the Ray cluster: {e}") from None
     if "error" in report.results[0]:
@@ -327,7 +332,7 @@ def _score(cfg: EvalConfig, specs, options: dict, out: Path, table_path: Path, t
     table = results.per_image_table(rows, [s.name for s in per_image])
     settings = {"metrics": [s.name for s in specs], "batch_size": cfg.batch_size, "device": device,
                 "crop_border": cfg.crop_border, "options": options, "weights_dir": _weights_dir(cfg.weights_dir),
-                "cache_dir": str(Path(cfg.cache_dir).expanduser()) if cfg.cache_dir else None}
+                "cache_dir": str(Path(cfg.cache_dir).expanduser().resolve()) if cfg.cache_dir else None}
     summary = results.summarize(method=method, pairing=pairing, specs=specs, table=table, set_values=set_values,
                                 conventions=convs, settings=settings, allow_missing=cfg.allow_missing,
                                 seconds=time.perf_counter() - t0, per_image_file=_relative(table_path, out.parent))

@@ -37,7 +37,7 @@ from pirs.degrade.atomic import one_line
 from pirs.degrade.build import content_sha256
 from pirs.degrade.card import write_card
 from pirs.degrade.executors import DEFAULT_MAX_RETRIES, EXECUTORS, TaskFailed, make_executor, warn_local_paths
-from pirs.degrade.fs import Folder, basename, is_url, join, local_path, open_read, set_storage_options
+from pirs.degrade.fs import Folder, absolute, basename, is_url, join, local_path, open_read, set_storage_options
 from pirs.degrade.shards import file_digest, iter_records, shard_paths
 
 from .backend import Backend, CaptionError, Instruction, Item
@@ -481,6 +481,14 @@ def caption_task(ctx: _Context, i: int) -> dict:
 
 
 def _run_on_executor(cfg: CaptionConfig, jobs: list[_Job], fp: str, backend: Backend | None, bar) -> int:
+    from dataclasses import replace
+
+    # workers (other processes, Ray nodes) have other working folders: give them absolute paths
+    local_model = cfg.model if cfg.model and Path(cfg.model).exists() else None
+    cfg = replace(cfg, out=absolute(cfg.out), shards=absolute(cfg.shards), source_dir=absolute(cfg.source_dir),
+                  instructions_file=absolute(cfg.instructions_file),
+                  model=absolute(local_model) if local_model else cfg.model)
+    jobs = [replace(j, src=absolute(j.src) if not is_url(j.src) else j.src) for j in jobs]
     try:
         ex = make_executor(cfg.executor, min(cfg.workers, len(jobs)), cfg.max_retries, cfg.ray_address,
                            cfg.gpus_per_worker)

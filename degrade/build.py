@@ -40,7 +40,7 @@ from .executors import (
     make_executor,
     warn_local_paths,
 )
-from .fs import Folder, set_storage_options
+from .fs import Folder, absolute, set_storage_options
 from .ops import geometry
 from .pipeline import degrade
 from .recipe import Recipe, load_recipe
@@ -198,7 +198,7 @@ def _set_state(cfg: BuildConfig, sources: list[SourceInfo], fp: str) -> None:
 
 def _load_state(out: str, fp: str, storage_options: dict | None = None) -> None:
     """Load the build's config and sources in a pool worker (once per build)."""
-    if _STATE.get("fingerprint") == fp and _STATE["cfg"].out == out:  # workers are reused across builds
+    if _STATE.get("fingerprint") == fp and _STATE.get("out_key") == out:  # workers are reused across builds
         return
     set_storage_options(storage_options)
     data = json.loads(Folder(out, storage_options).read_text(f"{STATS_DIR}/{INPUTS_FILE}"))
@@ -206,14 +206,23 @@ def _load_state(out: str, fp: str, storage_options: dict | None = None) -> None:
         raise BuildError(f"{out}: {INPUTS_FILE} belongs to another build")
     sources = [SourceInfo(SourceRef(p, loc, tuple(m) if m else None), sha, h, w)
                for p, loc, m, sha, h, w in data["sources"]]
-    _set_state(BuildConfig(**data["config"], storage_options=storage_options), sources, fp)
+    _set_state(BuildConfig(**{**data["config"], "out": out}, storage_options=storage_options), sources, fp)
+    if data.get("recipe_hash") and _STATE["recipe"].hash != data["recipe_hash"]:
+        raise BuildError(f"recipe {data['config']['pipeline']} on this worker is not the driver's (hash "
+                         f"{_STATE['recipe'].hash[:12]}, want {data['recipe_hash'][:12]}): install the same pirs "
+                         "and put recipe files where every node sees them")
+    _STATE["out_key"] = out
 
 
-def _write_inputs(out: Folder, cfg: BuildConfig, sources: list[SourceInfo], fp: str) -> None:
+def _write_inputs(out: Folder, cfg: BuildConfig, sources: list[SourceInfo], fp: str, recipe: Recipe) -> None:
+    """What a worker needs to build any shard: the config, the sources, the recipe's hash to check."""
     rows = [[s.ref.path, s.ref.location, list(s.ref.member) if s.ref.member else None, s.sha256, s.height, s.width]
             for s in sources]
     config = {k: v for k, v in asdict(cfg).items() if k != "storage_options"}
-    out.write_json(f"{STATS_DIR}/{INPUTS_FILE}", {"fingerprint": fp, "config": config, "sources": rows})
+    if Path(cfg.pipeline).is_file():  # a recipe file: workers elsewhere must find it from any folder
+        config["pipeline"] = absolute(cfg.pipeline)
+    out.write_json(f"{STATS_DIR}/{INPUTS_FILE}", {"fingerprint": fp, "config": config, "sources": rows,
+                                                  "recipe_hash": recipe.hash})
 
 
 class _ImageCache:
@@ -460,7 +469,7 @@ def _build(cfg: BuildConfig, recipe: Recipe, out: Folder, pool, t0: float, count
     for tmp in out.glob("*.tmp") + out.glob(f"{STATS_DIR}/*.tmp"):
         out.rm(tmp)
     out.write_json("build.json", {"fingerprint": fp, "args": _args(cfg), "pirs": PIRS_VERSION})
-    _write_inputs(out, cfg, sources, fp)
+    _write_inputs(out, cfg, sources, fp, recipe)
 
     n_shards = math.ceil(cfg.num_samples / cfg.shard_size)
     todo = _pending_shards(out, n_shards, fp)
@@ -506,6 +515,8 @@ def _run_shards(cfg: BuildConfig, sources: list[SourceInfo], fp: str, todo: list
         bar.close()
         return []
     _set_state(cfg, sources, fp)  # used in this process when the executor runs tasks here
+    out_key = absolute(cfg.out)  # what tasks open: absolute, as workers (Ray nodes) have other working folders
+    _STATE["out_key"] = out_key
     progress = {"finished": done, "here": 0}
     start = counter.value if counter is not None else 0
 
@@ -536,7 +547,7 @@ def _run_shards(cfg: BuildConfig, sources: list[SourceInfo], fp: str, todo: list
     warn_local_paths(executor, cfg.out, cfg.input)
     failures: list[dict] = []
     try:
-        report = executor.map_shards(shard_task, todo, (cfg.out, fp, cfg.storage_options), finished, poll=show)
+        report = executor.map_shards(shard_task, todo, (out_key, fp, cfg.storage_options), finished, poll=show)
         failures = report.failures
     except TaskFailed as e:
         failures = e.failures

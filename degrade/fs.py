@@ -92,6 +92,13 @@ def read_range(path: str | os.PathLike, offset: int, size: int) -> bytes:
     return fs.cat_file(key, start=offset, end=offset + size)
 
 
+def absolute(path: str | os.PathLike | None) -> str | None:
+    """A URL unchanged, a local path made absolute (tasks on other processes or nodes have other cwds)."""
+    if path is None or is_url(path):
+        return None if path is None else str(path)
+    return str(local_path(path).expanduser().resolve())
+
+
 def join(base: str | os.PathLike, name: str) -> str | Path:
     """``base/name`` for a local path or URL."""
     if is_url(base):

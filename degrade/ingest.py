@@ -44,7 +44,7 @@ from .build import (
     sample_rng,
     shard_name,
 )
-from .fs import Folder, set_storage_options
+from .fs import Folder, absolute, set_storage_options
 from .labels import prompt_for
 from .layouts import Layout, Pair, get_layout
 from .ops import geometry
@@ -254,14 +254,15 @@ def _set_state(cfg: IngestConfig, pairs: list[Pair], fp: str) -> None:
 
 
 def _load_state(out: str, fp: str, storage_options: dict | None = None) -> None:
-    if _STATE.get("fingerprint") == fp and _STATE["cfg"].out == out:  # Ray workers serve many runs
+    if _STATE.get("fingerprint") == fp and _STATE.get("out_key") == out:  # Ray workers serve many runs
         return
     set_storage_options(storage_options)
     data = json.loads(Folder(out).read_text(f"{STATS_DIR}/{INPUTS_FILE}"))
     if data["fingerprint"] != fp:
         raise BuildError(f"{out}: {INPUTS_FILE} belongs to another run")
-    cfg = IngestConfig(**data["config"], storage_options=storage_options)
+    cfg = IngestConfig(**{**data["config"], "out": out}, storage_options=storage_options)
     _set_state(cfg, [Pair(lq, hq) for lq, hq in data["pairs"]], fp)
+    _STATE["out_key"] = out
 
 
 def _shard_task(s: int, out: str, fp: str, storage_options: dict | None = None) -> dict:
@@ -344,6 +345,9 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         out.rm(tmp)
     out.write_json("build.json", {"fingerprint": fp, "args": _args(cfg), "pirs": PIRS_VERSION})
     config = {k: v for k, v in asdict(cfg).items() if k != "storage_options"}
+    config["input"] = absolute(cfg.input)  # workers (other processes, Ray nodes) have other working folders
+    if cfg.then and Path(cfg.then).is_file():
+        config["then"] = absolute(cfg.then)
     out.write_json(f"{STATS_DIR}/{INPUTS_FILE}", {"fingerprint": fp, "config": config,
                                                   "pairs": [[p.lq, p.hq] for p in pairs]})
     n_shards = math.ceil(len(pairs) / cfg.shard_size)
@@ -397,7 +401,7 @@ def _run(cfg: IngestConfig, pairs: list[Pair], fp: str, todo: list[int], n_shard
     try:
         with make_executor(cfg.executor, min(cfg.workers, len(todo)), cfg.max_retries, cfg.ray_address) as ex:
             warn_local_paths(ex, cfg.out, cfg.input)
-            failures = ex.map_shards(shard_task, todo, (cfg.out, fp, cfg.storage_options),
+            failures = ex.map_shards(shard_task, todo, (absolute(cfg.out), fp, cfg.storage_options),
                                      lambda i, st: bar.update(st["last"] - st["first"] + 1)).failures
     except TaskFailed as e:
         failures = e.failures

@@ -251,3 +251,24 @@ def test_an_unreachable_ray_address_fails_fast():
     assert time.perf_counter() - t0 < 15
     with pytest.raises(ExecutorError, match="want auto, HOST:PORT"):
         _check_reachable("nonsense")
+
+
+def test_relative_paths_reach_ray_workers_in_other_working_folders(tmp_path, photos_dir, reference, ray_cluster,
+                                                                   monkeypatch):
+    """Ray workers keep the working folder they started in: relative paths must not be resolved there."""
+    from pirs.benchmark.baselines import write_baseline
+    from pirs.benchmark.evaluate import EvalConfig, evaluate
+    from pirs.captioning.run import CaptionConfig, run
+
+    before = set(Path.cwd().iterdir())
+    monkeypatch.chdir(tmp_path)  # after the cluster's workers started elsewhere
+    build(quick_config("rel", photos_dir, workers=2, executor="ray"))
+    assert _tars(tmp_path / "rel") == _tars(reference)
+    run(CaptionConfig(shards="rel", out="cap", progress=False, executor="ray", workers=2))
+    assert len(_tars(tmp_path / "cap")) == 3
+    write_baseline("bicubic", "rel", "bic", progress=False)
+    evaluate(EvalConfig("bic", "rel", "psnr", "res/bic.json", device="cpu", progress=False, cache_dir=None,
+                        executor="ray"))
+    assert (tmp_path / "res" / "bic.json").is_file() and (tmp_path / "res" / "bic.csv").is_file()
+    monkeypatch.undo()
+    assert set(Path.cwd().iterdir()) == before  # nothing was written where the workers started
