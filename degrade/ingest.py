@@ -297,10 +297,9 @@ def ingest_shard(s: int) -> dict:
             else:
                 w.write(key, members)
                 count += 1
-            counter = _STATE.get("counter")
-            if counter is not None:
-                with counter.get_lock():
-                    counter.value += 1
+            tick = _STATE.get("tick")  # the progress bar, when this process runs the ingest itself
+            if tick is not None:
+                tick()
     nbytes, sha = out.digest(shard_name(s))
     stats = {"shard": shard_name(s), "index": s, "samples": count, "bytes": nbytes, "sha256": sha,
              "first": lo, "last": hi - 1, "rejects": rejects, "rejects_by_reason": _by_reason(rejects),
@@ -386,11 +385,12 @@ def _run(cfg: IngestConfig, pairs: list[Pair], fp: str, todo: list[int], n_shard
         threads = cv2.getNumThreads()
         cv2.setNumThreads(1)
         _set_state(cfg, pairs, fp)
+        _STATE["tick"] = lambda: bar.update(1)
         try:
             for s in todo:
-                st = ingest_shard(s)
-                bar.update(st["last"] - st["first"] + 1)
+                ingest_shard(s)
         finally:
+            _STATE.pop("tick", None)
             cv2.setNumThreads(threads)
         bar.close()
         return
