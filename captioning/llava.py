@@ -128,24 +128,48 @@ class LlavaBackend(Backend):
         self.max_new_tokens = max_new_tokens
         self.device, self.dtype = _resolve_device_dtype(device, dtype)
         self.model, self.processor, commit = self._load(self.model_name, revision, allow_download)
-        super().__init__(name="llava", needs_pixels=True, settings={
+        super().__init__(name="llava", needs_pixels=True, settings=self._settings(
+            commit or revision, self.processor.chat_template))
+
+    def _settings(self, revision: str | None, chat_template: Any) -> dict[str, Any]:
+        return {
             "model": self.model_name,
-            "revision": commit or revision,
+            "revision": revision,
             "dtype": self.dtype,
             "device": self.device,
-            "batch_size": batch_size,
-            "max_new_tokens": max_new_tokens,
+            "batch_size": self.batch_size,
+            "max_new_tokens": self.max_new_tokens,
             "greedy": True,
             "num_beams": 1,
-            "chat_template": "processor" if self.processor.chat_template else "llava-1.5",
-        })
+            "chat_template": "processor" if chat_template else "llava-1.5",
+        }
+
+    @classmethod
+    def describe(cls, model: str, batch_size: int = 8, max_new_tokens: int = 128, device: str = "auto",
+                 dtype: str = "auto", revision: str | None = None, allow_download: bool = False) -> dict[str, Any]:
+        """The settings a backend built here would have (its provenance), without loading the weights.
+
+        Reads only the processor (tokenizer and chat template); the device and dtype are
+        resolved on this process, so call it where the captioning will run.
+        """
+        self = cls.__new__(cls)
+        self.model_name, self.batch_size, self.max_new_tokens = str(model), batch_size, max_new_tokens
+        self.device, self.dtype = _resolve_device_dtype(device, dtype)
+        source, commit, kwargs = self._source(self.model_name, revision, allow_download)
+        from transformers import AutoConfig, AutoProcessor
+
+        try:
+            processor = AutoProcessor.from_pretrained(source, **kwargs)
+            config = AutoConfig.from_pretrained(source, **kwargs)
+        except OSError as exc:
+            raise MissingWeightsError(_missing_message(model, str(exc).splitlines()[0])) from exc
+        commit = commit or getattr(config, "_commit_hash", None)  # as _load finds it on the model's config
+        return self._settings(commit or revision, processor.chat_template)
 
     # -- loading -----------------------------------------------------------------------------------------------
 
-    def _load(self, model: str, revision: str | None, allow_download: bool) -> tuple[Any, Any, str | None]:
-        import torch
-        from transformers import AutoProcessor, LlavaForConditionalGeneration
-
+    def _source(self, model: str, revision: str | None, allow_download: bool) -> tuple[str, str | None, dict]:
+        """Where to load from, its commit when known, and the ``from_pretrained`` keyword arguments."""
         local = Path(model).expanduser()
         is_dir = local.is_dir()
         if is_dir:
@@ -160,6 +184,13 @@ class LlavaBackend(Backend):
         kwargs: dict[str, Any] = {"local_files_only": not allow_download}
         if revision is not None and not is_dir:
             kwargs["revision"] = revision
+        return source, commit, kwargs
+
+    def _load(self, model: str, revision: str | None, allow_download: bool) -> tuple[Any, Any, str | None]:
+        import torch
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        source, commit, kwargs = self._source(model, revision, allow_download)
         try:
             dtype_kw = "dtype" if _transformers_at_least("4.56") else "torch_dtype"  # renamed in 4.56
             net = LlavaForConditionalGeneration.from_pretrained(source, **{dtype_kw: getattr(torch, self.dtype)},

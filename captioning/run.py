@@ -101,8 +101,12 @@ class CaptionResult:
 # ---------------------------------------------------------------- set-up
 
 
-def make_backend(cfg: CaptionConfig) -> Backend:
-    """The backend named by ``cfg.backend`` (LLaVA imported only when asked for)."""
+def make_backend(cfg: CaptionConfig, load: bool = True) -> Backend:
+    """The backend named by ``cfg.backend`` (LLaVA imported only when asked for).
+
+    ``load=False`` gives a backend that only describes itself (its provenance) without
+    loading model weights: what a driver needs while workers do the captioning.
+    """
     if cfg.backend == "template":
         from .template import TemplateBackend
 
@@ -125,9 +129,12 @@ def make_backend(cfg: CaptionConfig) -> Backend:
                                "(pirs/captioning/llava.py is missing)") from None
             raise RunError(f"the llava backend needs {e.name!r}, which is not installed "
                            "(pip install transformers accelerate)") from None
+        args = {"model": cfg.model, "batch_size": cfg.batch_size, "max_new_tokens": cfg.max_new_tokens,
+                "device": cfg.device, "dtype": cfg.dtype}
         try:
-            return LlavaBackend(model=cfg.model, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
-                                device=cfg.device, dtype=cfg.dtype)
+            if not load:
+                return Backend(name="llava", needs_pixels=True, settings=LlavaBackend.describe(**args))
+            return LlavaBackend(**args)
         except ValueError as e:
             raise RunError(str(e)) from None
     raise RunError(f"unknown backend {cfg.backend!r} (choose from {', '.join(BACKENDS)})")
@@ -399,8 +406,9 @@ def run(cfg: CaptionConfig, backend: Backend | None = None) -> CaptionResult:
         raise RunError(f"--out {cfg.out} is the input folder; write the captioned shards to a new folder")
     instructions = select(cfg.instructions or DEFAULT_INSTRUCTIONS[cfg.backend],
                           load_instructions(cfg.instructions_file))
-    if backend is None:
-        backend = make_backend(cfg)
+    distributed = cfg.executor == "ray" or cfg.workers > 1
+    if backend is None:  # workers load the model; the driver only needs its description, made where they run
+        backend = _describe_on_workers(cfg) if distributed else make_backend(cfg)
     provenance = {ins.field: backend.provenance(ins, cfg.image) for ins in instructions}
     fp = _fingerprint(backend, provenance)
     settings = {"backend": backend.name, "image": cfg.image, "batch_size": cfg.batch_size,
@@ -422,6 +430,8 @@ def run(cfg: CaptionConfig, backend: Backend | None = None) -> CaptionResult:
     written = 0
     try:
         if cfg.executor == "local" and (cfg.workers == 1 or len(jobs) < 2):
+            if jobs and distributed and backend_given is None:  # one shard left: caption it here after all
+                backend = make_backend(cfg)
             for job in jobs:
                 st = caption_shard(job, out, cfg, backend, instructions, provenance, fp, bar)
                 written += st["captions_written"]
@@ -472,6 +482,32 @@ def _setup_worker(state: tuple) -> _Context:
     if _fingerprint(backend, provenance) != fp:
         raise RunError("a worker's backend differs from the driver's (other model files on this node?)")
     return _Context(cfg, jobs, fp, backend, instructions, provenance)
+
+
+def _describe_task(cfg: CaptionConfig, _: int) -> dict:
+    """On a worker: the backend's description (name, pixels, settings) without loading its weights."""
+    set_storage_options(cfg.storage_options)
+    b = make_backend(cfg, load=False)
+    return {"name": b.name, "needs_pixels": b.needs_pixels, "settings": b.settings}
+
+
+def _describe_on_workers(cfg: CaptionConfig) -> Backend:
+    """The backend as the workers will build it (device and dtype resolved where they run)."""
+    if cfg.executor != "ray":
+        return make_backend(cfg, load=False)
+    from dataclasses import replace
+
+    local_model = cfg.model if cfg.model and Path(cfg.model).exists() else None
+    probe = replace(cfg, model=absolute(local_model) if local_model else cfg.model,
+                    source_dir=absolute(cfg.source_dir))
+    try:
+        with make_executor("ray", 1, cfg.max_retries, cfg.ray_address, cfg.gpus_per_worker) as ex:
+            got = ex.map_shards(_describe_task, [0], probe).results[0]
+    except TaskFailed as e:
+        raise RunError(f"cannot describe the {cfg.backend} backend on a Ray worker: {e}") from None
+    except Exception as e:
+        raise RunError(str(e)) from None
+    return Backend(name=got["name"], needs_pixels=got["needs_pixels"], settings=got["settings"])
 
 
 def caption_task(ctx: _Context, i: int) -> dict:

@@ -534,7 +534,6 @@ def _run_shards(cfg: BuildConfig, sources: list[SourceInfo], fp: str, todo: list
         progress["finished"] += st["last"] - st["first"] + 1
         show()
 
-    _STATE["tick"] = tick
     own = executor is None
     if executor is not None and len(todo) < executor.workers:
         executor.workers = len(todo)
@@ -546,6 +545,7 @@ def _run_shards(cfg: BuildConfig, sources: list[SourceInfo], fp: str, todo: list
             raise BuildError(str(e)) from None
     warn_local_paths(executor, cfg.out, cfg.input)
     failures: list[dict] = []
+    _STATE["tick"] = tick
     try:
         report = executor.map_shards(shard_task, todo, (out_key, fp, cfg.storage_options), finished, poll=show)
         failures = report.failures

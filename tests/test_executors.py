@@ -272,3 +272,26 @@ def test_relative_paths_reach_ray_workers_in_other_working_folders(tmp_path, pho
     assert (tmp_path / "res" / "bic.json").is_file() and (tmp_path / "res" / "bic.csv").is_file()
     monkeypatch.undo()
     assert set(Path.cwd().iterdir()) == before  # nothing was written where the workers started
+
+
+def test_a_distributed_caption_run_never_loads_the_model_in_the_driver(tmp_path, reference, ray_cluster,
+                                                                       monkeypatch):
+    """The driver only describes the backend (on a worker, where device and dtype are resolved)."""
+    from pirs.captioning.llava import LlavaBackend
+    from pirs.captioning.run import CaptionConfig, run
+    from pirs.captioning.tiny import make_tiny_llava
+
+    model = make_tiny_llava(tmp_path / "llava", seed=0)
+    args = {"model": str(model), "batch_size": 4, "max_new_tokens": 6, "device": "cpu", "dtype": "float32"}
+    assert LlavaBackend.describe(**args) == LlavaBackend(**args).settings  # what workers check against
+
+    def no_load(*a, **k):
+        raise AssertionError("the driver loaded the model")
+
+    monkeypatch.setattr(LlavaBackend, "_load", no_load)  # this process only: workers are other processes
+    for ex, out in (("ray", "ray"), ("local", "local")):
+        r = run(CaptionConfig(shards=str(reference), out=str(tmp_path / out), backend="llava", model=str(model),
+                              instructions=["low"], batch_size=4, max_new_tokens=6, device="cpu", dtype="float32",
+                              progress=False, executor=ex, workers=2))
+        assert r.captions == 12
+    assert _tars(tmp_path / "ray") == _tars(tmp_path / "local")
