@@ -22,7 +22,6 @@ import hashlib
 import io
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ import numpy as np
 from pirs.degrade import schema
 from pirs.degrade.atomic import one_line
 from pirs.degrade.build import content_sha256
-from pirs.degrade.card import write_card
 from pirs.degrade.executors import DEFAULT_MAX_RETRIES, EXECUTORS, TaskFailed, make_executor, warn_local_paths
 from pirs.degrade.fs import Folder, absolute, basename, is_url, join, local_path, open_read, set_storage_options
 from pirs.degrade.shards import file_digest, iter_records, shard_paths
@@ -588,10 +586,7 @@ def write_outputs(out: Folder, in_dir: Path | str, in_manifest: dict, stats: lis
     recipe = SimpleNamespace(name=r.get("name") or "unknown", version=r.get("version") or "",
                              hash=r.get("hash") or "", description=r.get("description") or r.get("name") or "",
                              source=r.get("source") or "", scales=lambda: set())
-    with tempfile.TemporaryDirectory(prefix="pirs-card-") as tmp:
-        where = out.path.as_posix() if out.local else out.url
-        card = write_card(Path(tmp), manifest, recipe).read_text().replace(Path(tmp).as_posix(), where)
-    out.write_text("README.md", card + _captions_section(manifest, failures))
+    out.write_card(manifest, recipe, extra=_captions_section(manifest, failures))
     out.write_json("manifest.json", manifest)  # last: a manifest means the run is complete
     return manifest
 

@@ -254,10 +254,6 @@ def shard_task(state: tuple, s: int) -> dict:
     return build_shard(s)
 
 
-def _shard_task(s: int, out: str, fp: str) -> dict:
-    return shard_task((out, fp, None), s)
-
-
 def build_shard(s: int) -> dict:
     """Build shard ``s`` in this process (state from :func:`_set_state`); returns its stats."""
     cfg: BuildConfig = _STATE["cfg"]
@@ -566,10 +562,6 @@ def write_failures(out: Folder, failures: list[dict]) -> None:
     """``stats/failures.jsonl``: one line per failed attempt of a shard task in the last run."""
     if failures or out.exists(f"{STATS_DIR}/failures.jsonl"):
         out.write_text(f"{STATS_DIR}/failures.jsonl", "".join(json.dumps(f, sort_keys=True) + "\n" for f in failures))
-
-
-def _exit_with_parent() -> None:
-    exit_with_parent()
 
 
 def content_sha256(shard_digests: list[str]) -> str:

@@ -51,6 +51,11 @@ def _type_name(t) -> str:
 
 def write_card(out: Path, manifest: dict, recipe) -> Path:
     """Write ``out/README.md`` from the manifest."""
+    return write_text(out / "README.md", render_card(out.as_posix(), manifest, recipe))
+
+
+def render_card(folder: str, manifest: dict, recipe) -> str:
+    """The dataset card's text for the shards in ``folder`` (a path or URL, as shown in the card)."""
     template = (resources.files("pirs.degrade") / "card_template.md").read_text()
     args = manifest["args"]
     rows = "\n".join(f"| `{n}` | {_type_name(t)} | {d} |" for n, (t, d) in schema.FIELDS.items())
@@ -64,6 +69,6 @@ def write_card(out: Path, manifest: dict, recipe) -> Path:
         seed=args["seed"], seen=manifest["inputs"]["seen"], usable=manifest["inputs"]["usable"],
         rejected=manifest["inputs"]["rejected"], sample_rejects=manifest["sample_rejects"],
         fingerprint=manifest["fingerprint"], schema_version=manifest["schema_version"],
-        folder=out.as_posix(), field_rows=rows,
+        folder=folder, field_rows=rows,
     )
-    return write_text(out / "README.md", text)
+    return text

@@ -17,7 +17,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -281,16 +280,12 @@ class Folder:
 
         return file_digest(self.path / name) if self.local else file_digest(self.key(name), fs=self.fs)
 
-    def write_card(self, manifest: dict, recipe) -> None:
-        """The dataset card (README.md), rendered locally for a URL folder and uploaded."""
-        from .card import write_card
+    def write_card(self, manifest: dict, recipe, extra: str = "") -> None:
+        """The dataset card (README.md) of the shards here, with ``extra`` Markdown appended."""
+        from .card import render_card
 
-        if self.local:
-            write_card(self.path, manifest, recipe)
-            return
-        with tempfile.TemporaryDirectory(prefix="pirs-card-") as tmp:
-            card = write_card(Path(tmp), manifest, recipe)
-            self.write_text("README.md", card.read_text().replace(Path(tmp).as_posix(), self.url))
+        where = self.path.as_posix() if self.local else self.url
+        self.write_text("README.md", render_card(where, manifest, recipe) + extra)
 
 
 _STORE_MODULES = ("botocore", "aiobotocore", "s3fs", "gcsfs", "google", "aiohttp", "adlfs", "azure", "fsspec")

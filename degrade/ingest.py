@@ -265,14 +265,10 @@ def _load_state(out: str, fp: str, storage_options: dict | None = None) -> None:
     _STATE["out_key"] = out
 
 
-def _shard_task(s: int, out: str, fp: str, storage_options: dict | None = None) -> dict:
-    _load_state(out, fp, storage_options)
-    return ingest_shard(s)
-
-
 def shard_task(state: tuple, s: int) -> dict:
     """The executor's task: shard ``s`` of the ingest ``state = (out, fingerprint, storage_options)``."""
-    return _shard_task(s, *state)
+    _load_state(*state)
+    return ingest_shard(s)
 
 
 def ingest_shard(s: int) -> dict:
