@@ -482,6 +482,15 @@ def _setup_worker(state: tuple) -> _Context:
     return _Context(cfg, jobs, fp, backend, instructions, provenance)
 
 
+def _for_workers(cfg: CaptionConfig) -> CaptionConfig:
+    """``cfg`` with absolute local paths: workers (other processes, Ray nodes) have other working folders."""
+    from dataclasses import replace
+
+    model = absolute(cfg.model) if cfg.model and Path(cfg.model).exists() else cfg.model  # else a hub id
+    return replace(cfg, out=absolute(cfg.out), shards=absolute(cfg.shards), source_dir=absolute(cfg.source_dir),
+                   instructions_file=absolute(cfg.instructions_file), model=model)
+
+
 def _describe_task(cfg: CaptionConfig, _: int) -> dict:
     """On a worker: the backend's description (name, pixels, settings) without loading its weights."""
     set_storage_options(cfg.storage_options)
@@ -493,14 +502,9 @@ def _describe_on_workers(cfg: CaptionConfig) -> Backend:
     """The backend as the workers will build it (device and dtype resolved where they run)."""
     if cfg.executor != "ray":
         return make_backend(cfg, load=False)
-    from dataclasses import replace
-
-    local_model = cfg.model if cfg.model and Path(cfg.model).exists() else None
-    probe = replace(cfg, model=absolute(local_model) if local_model else cfg.model,
-                    source_dir=absolute(cfg.source_dir))
     try:
         with make_executor("ray", 1, cfg.max_retries, cfg.ray_address, cfg.gpus_per_worker) as ex:
-            got = ex.map_shards(_describe_task, [0], probe).results[0]
+            got = ex.map_shards(_describe_task, [0], _for_workers(cfg)).results[0]
     except TaskFailed as e:
         raise RunError(f"cannot describe the {cfg.backend} backend on a Ray worker: {e}") from None
     except Exception as e:
@@ -517,12 +521,8 @@ def caption_task(ctx: _Context, i: int) -> dict:
 def _run_on_executor(cfg: CaptionConfig, jobs: list[_Job], fp: str, backend: Backend | None, bar) -> int:
     from dataclasses import replace
 
-    # workers (other processes, Ray nodes) have other working folders: give them absolute paths
-    local_model = cfg.model if cfg.model and Path(cfg.model).exists() else None
-    cfg = replace(cfg, out=absolute(cfg.out), shards=absolute(cfg.shards), source_dir=absolute(cfg.source_dir),
-                  instructions_file=absolute(cfg.instructions_file),
-                  model=absolute(local_model) if local_model else cfg.model)
-    jobs = [replace(j, src=absolute(j.src) if not is_url(j.src) else j.src) for j in jobs]
+    cfg = _for_workers(cfg)
+    jobs = [replace(j, src=absolute(j.src)) for j in jobs]
     try:
         ex = make_executor(cfg.executor, min(cfg.workers, len(jobs)), cfg.max_retries, cfg.ray_address,
                            cfg.gpus_per_worker)
