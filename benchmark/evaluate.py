@@ -167,7 +167,8 @@ def _check_unpaired(pairing: Pairing, specs: list) -> None:
     """Refuse metrics that need a reference image when some records have none (real photos)."""
     from . import registry
 
-    unpaired = [k for k in pairing.keys if k in set(pairing.reference.unpaired)]
+    without_hq = set(pairing.reference.unpaired)
+    unpaired = [k for k in pairing.keys if k in without_hq]
     need = [s.name for s in specs if s.kind in (registry.FR, registry.SET)]
     if unpaired and need:
         no_ref = ", ".join(n for n, s in registry.REGISTRY.items() if s.kind in (registry.NR, registry.TEXT))

@@ -534,12 +534,13 @@ def _joined(pairing: Pairing, keys: list[str]) -> Iterator[tuple[str, bytes, byt
                 mine[k] = b
 
 
-def _decode_pair(pairing: Pairing, key: str, pb: bytes, rb: bytes) -> tuple[str, np.ndarray | None, np.ndarray, str]:
+def _decode_pair(pairing: Pairing, key: str, pb: bytes, rb: bytes | None
+                 ) -> tuple[str, np.ndarray | None, np.ndarray | None, str]:
     """Decode one pair; a prediction that fails gives ``(key, None, ref, "kind\\treason")``."""
     ref = pairing.reference
     item = ref.items[key]
     pi = pairing.preds[key]
-    if rb is None:  # an unpaired record: no-reference metrics only
+    if rb is None or item.hq_size is None:  # an unpaired record: no-reference metrics only
         try:
             return key, decode_image(pb), None, ""
         except BadImage as e:
