@@ -175,6 +175,25 @@ def make_scheduler(scheduler_config: dict, kind: str = "ddpm"):
     return DDPMScheduler(**cfg)
 
 
+def noised_latents(sched, z0: torch.Tensor, generator: torch.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(noise, t, z_t)`` of one DDPM training step: noise, then timesteps, drawn from ``generator``."""
+    noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
+    t = torch.randint(0, sched.config.num_train_timesteps, (z0.shape[0],), generator=generator).to(z0.device)
+    return noise, t, sched.add_noise(z0, noise, t)
+
+
+def diffusion_target(sched, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the UNet predicts: the noise, or the velocity for a v-prediction schedule."""
+    return noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(z0, noise, t)
+
+
+def initial_latents(unet, lq: torch.Tensor, factor: int, generator: torch.Generator, sched) -> torch.Tensor:
+    """Sampling's starting noise at the latent size of ``lq``, scaled by the scheduler's initial sigma."""
+    shape = (lq.shape[0], unet.config.in_channels, lq.shape[2] // factor, lq.shape[3] // factor)
+    return torch.randn(shape, generator=generator).to(lq.device) * sched.init_noise_sigma
+
+
 @torch.no_grad()
 def vae_latents(vae, images: torch.Tensor) -> torch.Tensor:
     """The VAE posterior mean of ``images`` times the scaling factor."""

@@ -41,7 +41,15 @@ from torch import nn
 
 from pirs.degrade.labels import UNIVERSAL
 
-from .components import SDComponents, freeze, make_scheduler, sd_parts, vae_latents
+from .components import (
+    SDComponents,
+    freeze,
+    initial_latents,
+    make_scheduler,
+    noised_latents,
+    sd_parts,
+    vae_latents,
+)
 from .losses import PatchDiscriminator, VGGPerceptual, adversarial_losses
 from .method import ConfigError, Method, register
 
@@ -350,9 +358,7 @@ class DiffRestorer(Method):
                 out["adv"], out["disc"] = adv.detach(), disc.detach()
             return {"loss": loss, **out}
         sched = make_scheduler(self.scheduler_config, "ddpm")
-        noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
-        t = torch.randint(0, sched.config.num_train_timesteps, (z0.shape[0],), generator=generator).to(z0.device)
-        z_t = sched.add_noise(z0, noise, t)
+        noise, t, z_t = noised_latents(sched, z0, generator)
         control = self.control_encoder(lq, p_d)
         diff = F.mse_loss(self.eps(z_t, t, control, p_s).float(), noise.float())
         rec = F.mse_loss(self.control_decoder(control).float(), hq.float())
@@ -372,8 +378,7 @@ class DiffRestorer(Method):
         sched.set_timesteps(steps)
         lq = batch["lq"]
         f = self.latent_factor
-        z = torch.randn((lq.shape[0], self.unet.config.in_channels, lq.shape[2] // f, lq.shape[3] // f),
-                        generator=generator).to(lq.device) * sched.init_noise_sigma
+        z = initial_latents(self.unet, lq, f, generator, sched)
         p_s, p_d = self.visual_prompts(lq)
         control = self.control_encoder(lq, p_d)
         for t in sched.timesteps:

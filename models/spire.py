@@ -34,7 +34,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .components import SDComponents, encode_text, freeze, make_scheduler, sd_parts, vae_latents
+from .components import (
+    SDComponents,
+    diffusion_target,
+    encode_text,
+    freeze,
+    initial_latents,
+    make_scheduler,
+    noised_latents,
+    sd_parts,
+    vae_latents,
+)
 from .method import Method, register
 from .unet_fusion import check_plain, run_down, run_mid, timestep_embedding, unet_with_fusion
 
@@ -177,12 +187,10 @@ class Spire(Method):
         """Eq. 2: || eps - eps_theta(z_t, t, x_lq, c_restoration, c_semantic) ||^2."""
         sched = self.scheduler("ddpm")
         z0 = self.latents(batch["hq"])
-        noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
-        t = torch.randint(0, sched.config.num_train_timesteps, (z0.shape[0],), generator=generator).to(z0.device)
-        z_t = sched.add_noise(z0, noise, t)
+        noise, t, z_t = noised_latents(sched, z0, generator)
         r_prompts, s_prompts = self.prompts(batch)
         pred = self.eps(z_t, t, batch["lq"], self.text(r_prompts), self.text(s_prompts))
-        target = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(z0, noise, t)
+        target = diffusion_target(sched, z0, noise, t)
         loss = F.mse_loss(pred.float(), target.float())
         return {"loss": loss}
 
@@ -194,8 +202,7 @@ class Spire(Method):
         sched.set_timesteps(steps)
         lq = batch["lq"]
         f = self.latent_factor
-        shape = (lq.shape[0], self.unet.config.in_channels, lq.shape[2] // f, lq.shape[3] // f)
-        z = torch.randn(shape, generator=generator).to(lq.device) * sched.init_noise_sigma
+        z = initial_latents(self.unet, lq, f, generator, sched)
         r_prompts, s_prompts = self.prompts(batch)
         r_emb, s_emb = self.text(r_prompts), self.text(s_prompts)
         g = self.config.guidance_scale if guidance_scale is None else guidance_scale

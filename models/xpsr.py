@@ -35,7 +35,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .components import SDComponents, encode_text, freeze, make_scheduler, sd_parts, vae_latents
+from .components import (
+    SDComponents,
+    diffusion_target,
+    encode_text,
+    freeze,
+    initial_latents,
+    make_scheduler,
+    noised_latents,
+    sd_parts,
+    vae_latents,
+)
 from .method import ConfigError, Method, register
 
 NEGATIVE_PROMPT = "blurry, dotted, noise, unclear, low-res, over-smoothed"
@@ -185,11 +195,9 @@ class Xpsr(Method):
         """``L_diffusion + dfc_weight * L_DFC`` (Sec. 3.3)."""
         sched = self.scheduler("ddpm")
         z0 = self.latents(batch["hq"])
-        noise = torch.randn(z0.shape, generator=generator, dtype=z0.dtype).to(z0.device)
-        t = torch.randint(0, sched.config.num_train_timesteps, (z0.shape[0],), generator=generator).to(z0.device)
-        z_t = sched.add_noise(z0, noise, t)
+        noise, t, z_t = noised_latents(sched, z0, generator)
         pred = self.eps(z_t, t, batch["lq"], self.text(batch["caption_high"]), self.text(batch["caption_low"]))
-        target = noise if sched.config.prediction_type == "epsilon" else sched.get_velocity(z0, noise, t)
+        target = diffusion_target(sched, z0, noise, t)
         diffusion = F.mse_loss(pred.float(), target.float())
         dfc = self.dfc_loss(batch["hq"], z0)
         return {"loss": diffusion + self.config.dfc_weight * dfc, "diffusion": diffusion.detach(), "dfc": dfc.detach()}
@@ -202,8 +210,7 @@ class Xpsr(Method):
         sched.set_timesteps(steps)
         lq = batch["lq"]
         f = self.latent_factor
-        z = torch.randn((lq.shape[0], self.unet.config.in_channels, lq.shape[2] // f, lq.shape[3] // f),
-                        generator=generator).to(lq.device) * sched.init_noise_sigma
+        z = initial_latents(self.unet, lq, f, generator, sched)
         c_h, c_l = self.text(batch["caption_high"]), self.text(batch["caption_low"])
         g = self.config.guidance_scale if guidance_scale is None else guidance_scale
         neg = self.text([self.config.negative_prompt] * lq.shape[0]) if g != 1.0 else None
