@@ -18,7 +18,11 @@ where the data set comes from. The rules assumed here:
 - RealSR V3 (Cai et al., ICCV 2019): ``Canon|Nikon/Train|Test/<s>/Canon_001_LR<s>.png`` with
   ``Canon_001_HR.png``; LR and HR are registered at the same size.
 - DRealSR (Wei et al., ECCV 2020): ``test_LR/X_x4.png`` with ``test_HR/X_x1.png``; HR = scale x LR.
-- Unpaired real photos (RealPhoto60, RTTS, RealSnow, any folder): every image, no HQ.
+- RealSnow (Zhu et al., CVPR 2023, WGWS-Net): real snowy frames and their snow-free frames from
+  background-static videos, ``video2imgs_IN_testing_re/N.png`` -> ``video2imgs_GT_testing_re/N.png``
+  (the folders WGWS-Net's ``testing_model_Seting3.py`` reads): in every folder, a sub-folder whose
+  name has the word ``IN`` pairs with its sibling named with ``GT`` instead, file by file.
+- Unpaired real photos (RealPhoto60, RTTS, any folder): every image, no HQ.
 """
 
 from __future__ import annotations
@@ -184,6 +188,31 @@ def _drealsr(root: Path, scale: int) -> tuple[list[Pair], list[dict]]:
     return pairs, problems
 
 
+_IN_WORD = re.compile(r"(?<![A-Za-z0-9])IN(?![A-Za-z0-9])")
+
+
+def _realsnow(root: Path, scale: int) -> tuple[list[Pair], list[dict]]:
+    """RealSnow: every ``*_IN_*`` folder with its ``*_GT_*`` sibling, pairs by identical stem."""
+    pairs: list[Pair] = []
+    problems: list[dict] = []
+    dirs = []
+    for d in sorted(d for d in root.rglob("*") if d.is_dir() and _IN_WORD.search(d.name)):
+        gt = d.with_name(_IN_WORD.sub("GT", d.name))
+        if gt.is_dir():
+            dirs.append((d, gt))
+        else:
+            problems.append({"path": _rel(d, root), "reason": f"snowy folder without its ground-truth sibling "
+                                                              f"{gt.name}/"})
+    if not dirs and not problems:
+        problems.append({"path": ".", "reason": f"no snowy/ground-truth folder pair (e.g. video2imgs_IN_testing_re/ "
+                                                f"and video2imgs_GT_testing_re/) under {root}"})
+    for lq_dir, hq_dir in dirs:
+        p, q = _match(root, lq_dir, hq_dir, _same)
+        pairs += p
+        problems += q
+    return pairs, problems
+
+
 def _unpaired(sub: str | None = None):
     def find(root: Path, scale: int) -> tuple[list[Pair], list[dict]]:
         base = root / sub if sub and (root / sub).is_dir() else root
@@ -227,9 +256,10 @@ LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in [
            "Yu et al., SUPIR, CVPR 2024; https://github.com/Fanghua-Yu/SUPIR", _unpaired()),
     Layout("rtts", ("haze",), 1, False, "RESIDE RTTS: real hazy photos without ground truth",
            "Li et al., TIP 2019; https://sites.google.com/view/reside-dehaze-datasets", _unpaired("JPEGImages")),
-    Layout("realsnow", ("snow",), 1, False, "RealSnow: real snowy photos without ground truth",
+    Layout("realsnow", ("snow",), 1, True,
+           "RealSnow: real snowy frames and their snow-free ground truth from background-static videos",
            "Zhu et al., CVPR 2023 (WGWS-Net; Diff-Restorer ref. [61]); https://github.com/zhuyr97/WGWS-Net",
-           _unpaired()),
+           _realsnow),
 ]}
 
 

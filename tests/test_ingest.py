@@ -86,7 +86,13 @@ def make_tree(layout: str, root: Path) -> int:
         for i in range(3):
             jpg(root / "JPEGImages" / f"AM_Bing_{i}.png", img(i))
         return 3
-    for i in range(2):  # folder, realphoto60, realsnow
+    if layout == "realsnow":  # the folders WGWS-Net's testing_model_Seting3.py reads, plus a training pair
+        for split, names in (("testing", ["0001", "0002"]), ("training", ["0100"])):
+            for i, n in enumerate(names):
+                write_png(root / "RealSnow" / f"video2imgs_IN_{split}_re" / f"{n}.png", img(i + 3))
+                write_png(root / "RealSnow" / f"video2imgs_GT_{split}_re" / f"{n}.png", img(i))
+        return 3
+    for i in range(2):  # folder, realphoto60
         write_png(root / f"photo_{i}.png", img(i))
     return 2
 
@@ -140,6 +146,27 @@ def test_pairing_content_and_rules(tmp_path: Path) -> None:
     ingest(IngestConfig(layout="realsr", input=str(root), out=str(tmp_path / "r2"), scale=2, progress=False))
     assert [rec["lq_source_path"] for _, rec, _ in records(tmp_path / "r2")] == [
         "Canon/Test/2/Canon_001_LR2.png", "Nikon/Test/2/Nikon_001_LR2.png"]
+
+
+def test_realsnow_is_paired_snowy_to_ground_truth_by_file_name(tmp_path: Path) -> None:
+    """RealSnow has ground truth (Diff-Restorer prints FID/LPIPS/DISTS on it): IN frames pair with GT frames."""
+    root = tmp_path / "rs"
+    make_tree("realsnow", root)
+    base = root / "RealSnow"
+    write_png(base / "video2imgs_IN_testing_re" / "0009.png", img(1))  # snowy frame without its ground truth
+    write_png(base / "video2imgs_IN_extra" / "0001.png", img(1))  # a snowy folder without a GT sibling
+    ingest(IngestConfig(layout="realsnow", input=str(root), out=str(tmp_path / "o"), match=["*_IN_testing*"],
+                        progress=False))
+    pairs = {rec["lq_source_path"]: rec["source_path"] for _, rec, _ in records(tmp_path / "o")}
+    assert pairs == {f"RealSnow/video2imgs_IN_testing_re/{n}.png": f"RealSnow/video2imgs_GT_testing_re/{n}.png"
+                     for n in ("0001", "0002")}
+    reasons = {json.loads(line)["path"]: json.loads(line)["reason"]
+               for line in (tmp_path / "o" / "rejects.jsonl").read_text().splitlines()}
+    assert "LQ without its HQ" in reasons["RealSnow/video2imgs_IN_testing_re/0009.png"]
+    empty = tmp_path / "flat"  # a flat folder of photos is not RealSnow: nothing pairs, and it says what it wants
+    make_tree("folder", empty)
+    with pytest.raises(Exception, match="video2imgs_IN_testing_re"):
+        ingest(IngestConfig(layout="realsnow", input=str(empty), out=str(tmp_path / "x"), progress=False))
 
 
 def test_pairing_problems_are_reported_per_file_and_counted(tmp_path: Path) -> None:
