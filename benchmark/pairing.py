@@ -89,8 +89,25 @@ class Reference:
 
     @property
     def name(self) -> str:
-        """The test set's name: its folder name."""
+        """The test set's id: ``test_set.id`` of its manifest (``degrade testset`` writes it), else its folder name."""
+        return self.manifest_test_set_id or self.folder_name
+
+    @property
+    def name_source(self) -> str:
+        """Where :attr:`name` comes from: ``"manifest"`` (the test set's id) or ``"folder"``."""
+        return "manifest" if self.manifest_test_set_id else "folder"
+
+    @property
+    def folder_name(self) -> str:
+        """The reference folder's name."""
         return (self.path.parent.name if self.path.is_file() else self.path.name) or str(self.path)
+
+    @property
+    def manifest_test_set_id(self) -> str | None:
+        """The manifest's ``test_set.id``, or None (no manifest, or shards not built as a standard test set)."""
+        entry = self.manifest.get("test_set") if isinstance(self.manifest, dict) else None
+        ident = entry.get("id") if isinstance(entry, dict) else None
+        return ident if isinstance(ident, str) and ident.strip() else None
 
     @property
     def has_labels(self) -> bool:

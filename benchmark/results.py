@@ -1,15 +1,20 @@
 """Results: the per-image table and the summary JSON, its written-down schema, and ``bench compare``.
 
-The summary JSON (``results_schema_version`` 1.0) has these fields, all present in every
+The summary JSON (``results_schema_version`` 1.1) has these fields, all present in every
 file (``null`` where noted):
 
 ``results_schema_version`` (str)
-    ``"1.0"``; a reader refuses another major version.
+    ``"1.1"``; a reader refuses another major version. (1.1 added ``test_set.name_source`` and
+    ``test_set.partial``; 1.0 files lack them and are read as before.)
 ``method`` {``name`` (str), ``run`` (object | null)}
     ``run`` is the predictions folder's ``run.json`` (checkpoint, prompts...), verbatim.
-``test_set`` {``name``, ``path``, ``kind`` ("shards" | "images"), ``fingerprint``, ``fingerprint_source`` (str),
-``count`` (int: images in the reference), ``scales`` (list of int), ``recipe`` (object | null: name, version,
-hash from the shard manifest)}
+``test_set`` {``name``, ``name_source`` ("manifest" | "folder"), ``partial`` (bool | null), ``path``, ``kind``
+("shards" | "images"), ``fingerprint``, ``fingerprint_source`` (str), ``count`` (int: images in the reference),
+``scales`` (list of int), ``recipe`` (object | null: name, version, hash from the shard manifest)}
+    ``name`` is the test set's id: the shard manifest's ``test_set.id`` (``degrade testset`` writes
+    it: ``diffrestorer-haze``, ``div2k-val``..., the ids of the paper tables), else the reference
+    folder's name; ``name_source`` says which. ``partial`` is the manifest's ``test_set.partial``
+    (built from a stand-in or with ``--limit``: not the published test set), null without one.
 ``predictions`` {``path``, ``kind`` ("images" | "shards"), ``fingerprint`` (str), ``count`` (int: paired)}
 ``count`` (int)
     images scored.
@@ -53,7 +58,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RESULTS_SCHEMA_VERSION = "1.0"
+RESULTS_SCHEMA_VERSION = "1.1"
 PACKAGES = ("pirs", "torch", "torchvision", "pyiqa", "numpy", "pandas", "opencv-python-headless", "pillow",
             "scikit-image", "transformers", "scipy")
 NONFINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
@@ -185,7 +190,8 @@ def summarize(*, method: str, pairing, specs: list, table, set_values: dict[str,
     return {
         "results_schema_version": RESULTS_SCHEMA_VERSION,
         "method": {"name": method, "run": pairing.run},
-        "test_set": {"name": ref.name, "path": str(ref.path.resolve()), "kind": ref.kind,
+        "test_set": {"name": ref.name, "name_source": ref.name_source, "partial": _partial(ref.manifest),
+                     "path": str(ref.path.resolve()), "kind": ref.kind,
                      "fingerprint": ref.fingerprint, "fingerprint_source": ref.fingerprint_source,
                      "count": len(ref.items), "scales": sorted({it.scale for it in ref.items.values()}),
                      "recipe": recipe},
@@ -202,6 +208,12 @@ def summarize(*, method: str, pairing, specs: list, table, set_values: dict[str,
         "seconds": round(float(seconds), 3),
         "per_image": per_image_file,
     }
+
+
+def _partial(manifest: dict | None) -> bool | None:
+    """The manifest's ``test_set.partial`` (null when the shards were not built as a standard test set)."""
+    entry = manifest.get("test_set") if isinstance(manifest, dict) else None
+    return bool(entry.get("partial")) if isinstance(entry, dict) and "partial" in entry else None
 
 
 def _jsonable(v: Any) -> Any:
@@ -300,6 +312,11 @@ def check_summary(d: Any, where: str = "results") -> dict:
     for i, s in enumerate(_obj(where, "test_set", t, "scales", list, "a list")):
         _at(where, f"test_set.scales[{i}]", s, int, "an integer")
     _obj(where, "test_set", t, "recipe", (dict, type(None)), "an object or null")
+    if "name_source" in t and t["name_source"] not in ("manifest", "folder"):  # 1.1; absent in 1.0 files
+        raise ResultsError(f"{where}: field 'test_set.name_source' must be 'manifest' or 'folder', "
+                           f"got {t['name_source']!r}")
+    if "partial" in t:
+        _at(where, "test_set.partial", t["partial"], (bool, type(None)), "true, false or null")
     p = _obj(where, "", d, "predictions", dict, "an object")
     for k in ("path", "kind", "fingerprint"):
         _obj(where, "predictions", p, k, str, S)

@@ -74,6 +74,7 @@ class BuildConfig:
     ray_address: str | None = None
     max_retries: int = DEFAULT_MAX_RETRIES
     storage_options: dict | None = None  # fsspec options for URL --out / --input; never written out
+    test_set: dict | None = None  # set by `degrade testset`: the manifest's test_set field (id, version, ...)
 
 # Arguments that do not change any output byte, left out of build.json / manifest args.
 RUN_ONLY = ("progress", "overwrite", "executor", "ray_address", "max_retries", "storage_options")
@@ -491,7 +492,7 @@ def _clear(out: Folder) -> None:
 
 def _args(cfg: BuildConfig) -> dict:
     d = asdict(cfg)
-    for k in RUN_ONLY:
+    for k in (*RUN_ONLY, "test_set"):  # test_set is a manifest field of its own
         d.pop(k)
     return d
 
@@ -583,6 +584,7 @@ def write_outputs(cfg: BuildConfig, recipe: Recipe, out: Folder | Path, fp: str,
         "schema_version": schema.SCHEMA_VERSION,
         "fingerprint": fp,
         "args": _args(cfg),
+        "test_set": cfg.test_set,  # {id, version, aliases, partial} when built by `degrade testset`, else null
         "recipe": {"name": recipe.name, "version": recipe.version, "hash": recipe.hash,
                    "source": recipe.source, "resolved": recipe.resolved},
         "inputs": {"seen": seen, "usable": len(sources), "rejected": len(rejects),

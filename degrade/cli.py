@@ -175,10 +175,12 @@ def _testset_parser(sub) -> None:
                                    "file counts, and print its fingerprint (compared with the published one when "
                                    "the test-set file has it). With --list, list the test sets; with --show, "
                                    "describe one.")
-    p.add_argument("name", nargs="?", help="test set name (see --list) or path to a test-set YAML")
+    p.add_argument("name", nargs="?", help="test set id or one of its aliases (see --list), or path to a test-set "
+                                          "YAML")
     p.add_argument("--source", help="root folder of the local copy of the source data set")
     p.add_argument("--out", help="output folder for the test set's shards")
-    p.add_argument("--list", action="store_true", help="list the standard test sets")
+    p.add_argument("--list", action="store_true", help="list the standard test sets: their ids (the papers' test-set "
+                                                       "ids) and aliases")
     p.add_argument("--show", action="store_true", help="describe the test set without building it")
     p.add_argument("--allow-partial", action="store_true",
                    help="build even if the source holds another number of files than expected (a stand-in)")
@@ -195,9 +197,15 @@ def cmd_testset(a) -> int:
     from .testsets import TestsetError, build_testset, describe, list_testsets, load_testset
 
     if a.list:
-        for name in list_testsets():
-            ts = load_testset(name)
-            print(f"{name:26s} {ts.kind:6s} {ts.source.dataset} ({ts.source.split}): {ts.description}")
+        try:
+            sets = [load_testset(name) for name in list_testsets()]
+        except TestsetError as e:
+            print(f"degrade testset: error: {e}", file=sys.stderr)
+            return 2
+        width = max(len(ts.name) for ts in sets)
+        for ts in sets:
+            aka = f" (alias: {', '.join(ts.aliases)})" if ts.aliases else ""
+            print(f"{ts.name:{width}s} {ts.kind:6s} {ts.source.dataset} ({ts.source.split}): {ts.description}{aka}")
         return 0
     if not a.name:
         print("degrade testset: error: give a test set NAME (see degrade testset --list)", file=sys.stderr)
@@ -207,6 +215,9 @@ def cmd_testset(a) -> int:
     except TestsetError as e:
         print(f"degrade testset: error: {e}", file=sys.stderr)
         return 2
+    if a.name != ts.name and a.name in ts.aliases:
+        print(f"degrade testset: {a.name} is an alias of the test set {ts.name} (the id the manifest, results and "
+              "leaderboard use)", file=sys.stderr)
     if a.show:
         print("\n".join(describe(ts)))
         return 0

@@ -79,6 +79,7 @@ class IngestConfig:
     ray_address: str | None = None
     max_retries: int = 2
     storage_options: dict | None = None  # fsspec options for a URL --out; never written out
+    test_set: dict | None = None  # set by `degrade testset`: the manifest's test_set field (id, version, ...)
 
 
 @dataclass
@@ -169,8 +170,8 @@ def align(lq: np.ndarray, hq: np.ndarray | None, scale: int, where: str) -> tupl
     scale x LQ, or up to ``scale - 1`` pixels more (an HQ not cut to a multiple): the HQ
     is cut to exactly scale x LQ at its top left. Anything else is a size mismatch.
     """
-    if hq is None:
-        return None, False, 1
+    if hq is None:  # unpaired: outputs are expected at LQ size x scale (--scale, else the layout's)
+        return None, False, scale
     (lh, lw), (hh, hw) = lq.shape[:2], hq.shape[:2]
     if (lh, lw) == (hh, hw):
         return hq, scale > 1, scale
@@ -364,7 +365,7 @@ def _clear(out: Folder) -> None:
 def _args(cfg: IngestConfig) -> dict:
     d = asdict(cfg)
     for k in ("progress", "overwrite", "workers", "strict", "executor", "ray_address", "max_retries",
-              "storage_options"):
+              "storage_options", "test_set"):  # test_set is a manifest field of its own
         d.pop(k)
     return d
 
@@ -420,6 +421,7 @@ def write_outputs(cfg: IngestConfig, layout: Layout, recipe: Recipe | None, out:
         "schema_version": schema.SCHEMA_VERSION,
         "fingerprint": fp,
         "args": _args(cfg),
+        "test_set": cfg.test_set,  # {id, version, aliases, partial} when built by `degrade testset`, else null
         "layout": {"name": layout.name, "description": layout.description, "source": layout.source,
                    "labels": list(layout.labels), "scale": cfg.scale or layout.scale, "paired": layout.paired},
         "recipe": ({"name": recipe.name, "version": recipe.version, "hash": recipe.hash, "source": recipe.source,

@@ -29,9 +29,14 @@ conventions: a metric computed under different conventions on one test set (a pa
 unstated channel beside our RGB psnr) is split into one column per convention, each ranked on
 its own, and the page says why. Our psnr-ycbcr is its own metric (its own column).
 
-matching: our results' test_set.name (the reference folder's name) and method.name meet the
-papers' test-set ids (div2k-val, realsr, mscoco-val3000-parameterized, ...) and method names
-case-insensitively, ignoring everything but letters and digits. Anything else needs an alias:
+matching: a test set has one id everywhere. A standard test set built with `degrade testset ID`
+(ids: `degrade testset --list`, the papers' test-set ids: div2k-val, realsr, diffrestorer-haze,
+mscoco-val3000-parameterized, ...) writes its id into the shards' manifest, `bench evaluate` copies
+it into the results' test_set.name, and its scores land on that paper page with no alias. Older
+names of the standard sets (dr-haze, coco-val-parameterized, ...) are resolved to their ids.
+Results' test_set.name and method.name meet the papers' ids and method names case-insensitively,
+ignoring everything but letters and digits. A test set of your own (a folder made with `degrade
+build` or `degrade ingest`, whose name is the folder's) needs an alias to meet a paper table:
 --test-set-alias OURS=PAPER_ID, --method-alias OURS=PAPER_METHOD, or --aliases FILE (YAML):
   test_sets: {my-div2k-folder: div2k-val}
   methods: {my-dpir: DPIR}
@@ -53,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the paper tables alone")
     r.add_argument("--out", required=True, help="output folder (new, empty, or an earlier render's)")
     r.add_argument("--test-set-alias", action="append", default=[], metavar="OURS=PAPER_ID",
-                   help="show results on test set OURS (results' test_set.name) as the paper test set PAPER_ID; "
-                        "repeatable")
+                   help="show results on test set OURS (results' test_set.name: the folder name of a test set "
+                        "of your own) as the paper test set PAPER_ID; not needed for the standard test sets of "
+                        "'degrade testset', whose results carry the paper's id; repeatable")
     r.add_argument("--method-alias", action="append", default=[], metavar="OURS=PAPER_METHOD",
                    help="match results' method.name OURS with the papers' PAPER_METHOD in the reproduction view; "
                         "repeatable")

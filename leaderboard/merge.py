@@ -6,7 +6,10 @@ number, with the columns of :data:`LONG_COLUMNS`:
 
 ``test_set``
     the test-set id: the paper's id (``div2k-val``, ``realsr``, ...) or, for our rows, the
-    results' ``test_set.name`` after aliasing (see :class:`Aliases`).
+    results' ``test_set.name`` (the id ``degrade testset`` wrote into the shards' manifest, the
+    same id as the paper tables'), an older name of a standard test set resolved to its id
+    (``dr-haze`` -> ``diffrestorer-haze``, the ``aliases`` of ``datasets/*.yaml``), or a name
+    mapped by an alias of ours (see :class:`Aliases`).
 ``method``, ``source``
     the method, and where the number comes from: the paper's name (``SPIRE``, ``DPIR``...) or
     ``pirs`` for our results.
@@ -30,9 +33,10 @@ and ``setting``, ``prompts``, ``method_label``, ``metric_label``, ``table``, ``r
 ``test_set_name`` (our test set's own name, before aliasing), ``predictions_fingerprint``.
 
 Test sets and methods are matched after :func:`normalize` (case-insensitive, only letters and
-digits kept), so ``DIV2K-Val`` is ``div2k-val`` and ``Real-ESRGAN`` is ``realesrgan``; anything
-else needs an alias (``--test-set-alias ours=paper_id``, ``--method-alias ours=PaperMethod``, or
-a YAML file, see :func:`load_alias_file`).
+digits kept), so ``DIV2K-Val`` is ``div2k-val`` and ``Real-ESRGAN`` is ``realesrgan``. A standard
+test set needs no alias: its results carry its id. A test set of one's own (say a folder built
+with ``degrade build``) needs one to meet a paper table (``--test-set-alias ours=paper_id``;
+methods: ``--method-alias ours=PaperMethod``; or a YAML file, see :func:`load_alias_file`).
 """
 
 from __future__ import annotations
@@ -266,13 +270,27 @@ def paper_rows(papers: pd.DataFrame) -> pd.DataFrame:
     return df[list(LONG_COLUMNS)]
 
 
+def standard_test_set_names() -> dict[str, str]:
+    """Every id and alias of the standard test sets (``datasets/*.yaml``), normalized, to the set's id."""
+    from pirs.degrade.testsets import TestsetError, list_testsets, testset_aliases
+
+    try:
+        names = {normalize(t): t for t in list_testsets()}
+        names.update({normalize(a): t for a, t in testset_aliases().items()})
+    except TestsetError as e:
+        raise LeaderboardError(f"the standard test sets cannot be read: {e}") from None
+    return names
+
+
 def result_rows(results: list[tuple[Path, dict]], aliases: Aliases | None = None,
                 known_test_sets: list[str] = ()) -> pd.DataFrame:
     """Our results in the long-table layout.
 
-    A results file's test set becomes, in this order: its alias; the paper test-set id that
-    :func:`normalize` makes equal to its name; its own name. Its method stays as named (the
-    method alias is used only to match paper rows, see :func:`reproduction`).
+    A results file's test set becomes, in this order: its alias (ours); the id of the standard
+    test set whose id or alias :func:`normalize` makes equal to its name (the results of a
+    ``degrade testset`` build already carry that id, which is the paper tables' id); the paper
+    test-set id :func:`normalize` makes equal to its name; its own name. Its method stays as
+    named (the method alias is used only to match paper rows, see :func:`reproduction`).
     """
     import pandas as pd
 
@@ -280,10 +298,11 @@ def result_rows(results: list[tuple[Path, dict]], aliases: Aliases | None = None
 
     aliases = aliases or Aliases()
     by_norm = {normalize(t): t for t in known_test_sets}
+    standard = standard_test_set_names() if results else {}
     rows = []
     for path, d in results:
         name = d["test_set"]["name"]
-        test_set = aliases.test_set(name) or by_norm.get(normalize(name), name)
+        test_set = aliases.test_set(name) or standard.get(normalize(name)) or by_norm.get(normalize(name), name)
         method = d["method"]["name"]
         for metric, e in d["metrics"].items():
             conv, conv_id = our_conventions(d["conventions"].get(metric, {}))

@@ -358,7 +358,8 @@ def render(out: str | Path, results: list[str | Path] = (), *, aliases: Aliases 
     unmatched = [p.test_set for p in pages if p.n_ours and set(p.source_names) == {OURS}]
     if unmatched and include_papers:
         index_notes.append("Our results on " + ", ".join(unmatched) + " meet no paper table: if they are one of the "
-                           "papers' test sets, name it with --test-set-alias OURS=PAPER_ID (paper ids: the test "
+                           "papers' test sets, build it with `degrade testset ID` (its results then carry the "
+                           "paper's id), or name it with --test-set-alias OURS=PAPER_ID (paper ids: the test "
                            "sets listed here).")
     write_text("index.html", H.index_page(pages, index_notes))
     write_text("index.md", markdown_index(pages, index_notes))

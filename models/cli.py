@@ -46,9 +46,28 @@ def _predict_parser(sub) -> None:
     p.add_argument("--input", required=True, help="pirs shard folder (a test set), a local path or URL")
     p.add_argument("--out", required=True, help="predictions folder")
     p.add_argument("--method", default=None, help="check that the checkpoint is of this method")
-    p.add_argument("--steps", type=int, default=50, help="sampling steps (default 50)")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting noise (default 0)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per batch (default 4)")
+    p.add_argument("--batch-size", type=int, default=1, help="latent tiles per forward pass (default 1)")
+    p.add_argument("--limit", type=int, default=None, help="restore only the first N records")
+    p.add_argument("--overwrite", action="store_true", help="replace predictions made with other settings in --out")
+    g = p.add_argument_group("inference protocol (default: the method config's, which cites its sources)")
+    g.add_argument("--steps", type=int, default=None, help="sampling steps")
+    g.add_argument("--sampler", default=None, choices=["ddim", "ddpm", "unipc", "dpmsolver", "flow-euler"],
+                   help="diffusers scheduler")
+    g.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale (1: off)")
+    g.add_argument("--added-prompt", default=None, help="text appended to every semantic prompt")
+    g.add_argument("--negative-prompt", default=None, help="prompt of the unconditional branch")
+    g.add_argument("--tile-size", type=int, default=None, help="latent tile side in latent pixels (x8 image px)")
+    g.add_argument("--tile-overlap", type=int, default=None, help="overlap of latent tiles in latent pixels")
+    g.add_argument("--vae-encoder-tile", type=int, default=None, help="VAE encoder tile side in latent pixels")
+    g.add_argument("--vae-decoder-tile", type=int, default=None, help="VAE decoder tile side in latent pixels")
+    g.add_argument("--vae-tile-overlap", type=int, default=None, help="overlap of VAE tiles in latent pixels")
+    g.add_argument("--color-fix", default=None, choices=["adain", "wavelet", "none"],
+                   help="colour correction towards the LQ (StableSR/PASD/XPSR formulas)")
+    g.add_argument("--process-size", type=int, default=None,
+                   help="upsample images whose short side is smaller to this size, restore, resize back (0: never)")
+    g.add_argument("--fit", default=None, choices=["pad", "resize"],
+                   help="reach a multiple of the latent grid by reflect padding (cropped after) or by resizing")
     p.add_argument("--base", default=None, help="local base-model folder (default: the one the run trained on)")
     p.add_argument("--prompt", dest="restoration_prompt", default=None,
                    help="restoration prompt for every image (default: each record's)")
@@ -91,17 +110,23 @@ def cmd_predict(a) -> int:
     from .data import DataError
     from .predict import PredictConfig, predict
 
-    pc = PredictConfig(checkpoint=a.checkpoint, input=a.input, out=a.out, method=a.method, steps=a.steps,
-                       seed=a.seed, batch_size=a.batch_size, base=a.base, restoration_prompt=a.restoration_prompt,
-                       semantic_prompt=a.semantic_prompt, blind=a.blind, use_ema=a.ema, progress=not a.quiet)
+    protocol = {k: getattr(a, k) for k in ("steps", "sampler", "guidance_scale", "added_prompt", "negative_prompt",
+                                           "tile_size", "tile_overlap", "vae_encoder_tile", "vae_decoder_tile",
+                                           "vae_tile_overlap", "color_fix", "process_size", "fit")}
+    pc = PredictConfig(checkpoint=a.checkpoint, input=a.input, out=a.out, method=a.method, seed=a.seed,
+                       batch_size=a.batch_size, base=a.base, restoration_prompt=a.restoration_prompt,
+                       semantic_prompt=a.semantic_prompt, blind=a.blind, use_ema=a.ema, progress=not a.quiet,
+                       overwrite=a.overwrite, limit=a.limit, **protocol)
     try:
         run = predict(pc)
     except (WeightsMissing, DataError, FileNotFoundError, KeyError, ValueError) as e:
         print(f"restore predict: error: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
-    print(f"wrote {len(run['prompts'])} predictions and run.json to {a.out}/ "
-          f"({run['method']}, step {run['step']}, {run['sampler']} {run['steps']} steps, seed {run['seed']})")
-    print(f"score     bench evaluate {a.out} --reference {a.input}")
+    out = a.out.rstrip("/") or a.out
+    print(f"wrote {run['count']} predictions and run.json to {out}/ ({run['method']}, step {run['step']}, "
+          f"{run['sampler']} {run['steps']} steps, tiles {run['tile_size']}/{run['tile_overlap']}, colour fix "
+          f"{run['color_fix']}, seed {run['seed']}; {run['resumed']} kept from an earlier run)")
+    print(f"score     bench evaluate {out} --reference {a.input} --metrics psnr,ssim --out {out}.json")
     return 0
 
 

@@ -74,8 +74,11 @@ class ShardPairs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def _read(self, shard: Path, span: tuple[int, int]) -> bytes:
+    def read(self, shard: Path, span: tuple[int, int]) -> bytes:
+        """The bytes of one member (``span``: offset, size) of ``shard``."""
         return read_range(shard, *span)  # a local file, or one ranged request on object storage
+
+    _read = read
 
     def record(self, i: int) -> dict:
         shard, key, members = self.items[i]

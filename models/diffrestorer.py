@@ -52,6 +52,8 @@ from .components import (
 )
 from .losses import PatchDiscriminator, VGGPerceptual, adversarial_losses
 from .method import ConfigError, Method, register
+from .sampling import InferenceProtocol, crops, denoise, make_sampler, per_tile
+from .tiling import tiled_decode
 
 
 def mlp(sizes: list[int]) -> nn.Sequential:
@@ -173,8 +175,11 @@ class DiffRestorer(Method):
     sampler = "unipc"
 
     @dataclass
-    class Config:
-        """``stage`` 1 trains the prompt processor and control module; 2 the decoder, from ``stage1_checkpoint``."""
+    class Config(InferenceProtocol):
+        """``stage`` 1 trains the prompt processor and control module; 2 the decoder, from ``stage1_checkpoint``.
+
+        Protocol keys (steps, sampler, tiles, ...) as :class:`~.sampling.InferenceProtocol`'s.
+        """
 
         variant: str = "tiny"
         stage: int = 1
@@ -369,22 +374,35 @@ class DiffRestorer(Method):
         return {"loss": loss, "diff": diff.detach(), "deg": deg.detach(), "rec": rec.detach()}
 
     @torch.no_grad()
-    def predict(self, batch: dict, steps: int, generator: torch.Generator, **_: object) -> torch.Tensor:
-        """UniPC sampling; decoded by the Degradation-aware Decoder once stage two has trained it."""
-        from diffusers import UniPCMultistepScheduler
+    def restore(self, batch: dict, generator: torch.Generator, protocol: InferenceProtocol,
+                tile_batch: int = 1, **_: object) -> torch.Tensor:
+        """Sampling over latent tiles; decoded by the Degradation-aware Decoder once stage two has trained it.
 
-        keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "prediction_type")
-        sched = UniPCMultistepScheduler(**{k: v for k, v in self.scheduler_config.items() if k in keys})
-        sched.set_timesteps(steps)
+        The visual prompts come from the whole LQ image (CLIP sees it resized, Sec. III-B);
+        the control encoder runs on the LQ pixels under each tile, once per tile.
+        """
+        p = protocol
+        sched = make_sampler(p.sampler, self.scheduler_config, p.steps)
         lq = batch["lq"]
         f = self.latent_factor
         z = initial_latents(self.unet, lq, f, generator, sched)
         p_s, p_d = self.visual_prompts(lq)
-        control = self.control_encoder(lq, p_d)
-        for t in sched.timesteps:
-            z = sched.step(self.eps(z, t, control, p_s), t, z).prev_sample
-        out = self.decode(z, lq, p_d) if self.config.stage == 2 else self.decode(z)
-        return out.clamp(-1, 1)
+        controls: dict = {}
+
+        def model_output(z_t: torch.Tensor, t: torch.Tensor, boxes: list) -> torch.Tensor:
+            key = tuple(boxes)
+            if key not in controls:  # the same tiles at every step: encode each tile's control once
+                controls[key] = self.control_encoder(crops(lq, boxes, f), per_tile(p_d, len(boxes)))
+            return self.eps(z_t, t, controls[key], per_tile(p_s, len(boxes)))
+
+        z = denoise(sched, z, model_output, p, generator, tile_batch=tile_batch)
+        if self.config.stage == 2:
+            def decode(zt: torch.Tensor, box) -> torch.Tensor:
+                return self.decode(zt, box.crop(lq, f), p_d)
+        else:
+            def decode(zt: torch.Tensor, box) -> torch.Tensor:
+                return self.decode(zt)
+        return tiled_decode(decode, z, f, p.vae_decoder_tile, p.vae_tile_overlap, tile_batch).clamp(-1, 1)
 
 
 def tiny_image_encoder(config, parts: SDComponents) -> nn.Module:

@@ -39,6 +39,8 @@ from torch import nn
 from .components import freeze, tiny_tokenizer
 from .losses import PatchDiscriminator, adversarial_losses
 from .method import ConfigError, Method, register
+from .sampling import InferenceProtocol, crops, denoise, make_sampler, per_tile
+from .tiling import tiled_decode, tiled_encode
 
 
 def cross_normalize(cond: torch.Tensor, main: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -74,8 +76,11 @@ class Dpir(Method):
     sampler = "flow-euler"
 
     @dataclass
-    class Config:
-        """``stage``: ``dit`` (transformer and LQ branch) or ``vae`` (the degradation-robust encoder)."""
+    class Config(InferenceProtocol):
+        """``stage``: ``dit`` (transformer and LQ branch) or ``vae`` (the degradation-robust encoder).
+
+        Protocol keys (steps, sampler, tiles, ...) as :class:`~.sampling.InferenceProtocol`'s.
+        """
 
         variant: str = "tiny"
         stage: str = "dit"
@@ -254,22 +259,38 @@ class Dpir(Method):
         loss = F.mse_loss(pred.float(), (noise - x0).float())
         return {"loss": loss}
 
-    @torch.no_grad()
-    def predict(self, batch: dict, steps: int, generator: torch.Generator, lq_branch: bool = True,
-                **_: object) -> torch.Tensor:
-        """Euler flow-matching sampling from noise to the restored latent."""
-        from diffusers import FlowMatchEulerDiscreteScheduler
+    @property
+    def size_multiple(self) -> int:
+        """The VAE's factor times the transformer's patch size."""
+        return self.latent_factor * self.transformer.config.patch_size
 
-        sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=self.config.shift)
-        sched.set_timesteps(steps)
+    @torch.no_grad()
+    def restore(self, batch: dict, generator: torch.Generator, protocol: InferenceProtocol, lq_branch: bool = True,
+                tile_batch: int = 1, **_: object) -> torch.Tensor:
+        """Euler flow-matching sampling from noise to the restored latent, over latent tiles."""
+        p = protocol
+        if p.sampler != "flow-euler":
+            raise ConfigError(f"DPIR samples by rectified flow: sampler must be 'flow-euler', got {p.sampler!r}")
+        sched = make_sampler("flow-euler", {}, p.steps, shift=self.config.shift)
         lq = batch["lq"]
-        z_lq = self.encode(lq, robust=self.config.vae_checkpoint is not None)
+        f, patch = self.latent_factor, self.transformer.config.patch_size
+        if p.tile_size % patch or p.tile_overlap % patch:
+            raise ConfigError(f"DPIR's tile_size and tile_overlap must be multiples of the patch size {patch}")
+        robust = self.config.vae_checkpoint is not None
+        z_lq = tiled_encode(lambda x: self.encode(x, robust=robust), lq, f, p.vae_encoder_tile,
+                            p.vae_tile_overlap, tile_batch)
         z = torch.randn(z_lq.shape, generator=generator).to(lq.device)
         c_dual, pooled = self.dual_prompt(lq, batch["semantic_prompt"])
-        for t in sched.timesteps:
-            sigma = (t / 1000).expand(z.shape[0]).to(z.dtype)
-            z = sched.step(self.velocity(z, sigma, z_lq, c_dual, pooled, lq_branch), t, z).prev_sample
-        return self.decode(z).clamp(-1, 1)
+
+        def model_output(z_t: torch.Tensor, t: torch.Tensor, boxes: list) -> torch.Tensor:
+            n = len(boxes)
+            sigma = (t / 1000).expand(z_t.shape[0]).to(z_t.dtype)
+            return self.velocity(z_t, sigma, crops(z_lq, boxes), per_tile(c_dual, n), per_tile(pooled, n), lq_branch)
+
+        z = denoise(sched, z, model_output, p, generator, tile_batch=tile_batch)
+        out = tiled_decode(lambda zt, _box: self.decode(zt), z, f, p.vae_decoder_tile, p.vae_tile_overlap,
+                           tile_batch)
+        return out.clamp(-1, 1)
 
 
 LPIPS_FILES = ("LPIPS_v0.1_alex-df73285e.pth", "alexnet-owt-7be5be79.pth")

@@ -3,7 +3,10 @@
 A method is one module with a config dataclass, registered by name. ``Method.build``
 makes the model from a config (tiny random parts, or real ones from ``base``);
 ``training_step`` returns the loss of one batch with noise and timesteps drawn from the
-generator it is given; ``predict`` restores a batch of LQ images. Everything a fair
+generator it is given; ``restore`` restores a batch of LQ images (at their own size, a
+multiple of ``size_multiple``) under an :class:`~.sampling.InferenceProtocol` whose
+defaults live in the method's config; ``predict`` is ``restore`` with the config's
+protocol and keyword overrides. Everything a fair
 comparison needs to be the same across methods (data, seeding, checkpoints, resume,
 prediction files) lives in the shared trainer and predictor, not in the methods.
 """
@@ -137,7 +140,35 @@ class Method(torch.nn.Module):
         """``{"loss": ..., **logged}`` for one batch."""
         raise NotImplementedError
 
+    latent_factor: int = 8
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be a multiple of this (the VAE's factor; times the patch size for a transformer)."""
+        return self.latent_factor
+
+    def protocol(self, **overrides: Any):
+        """The config's inference protocol with ``overrides`` (None values ignored), checked."""
+        from .sampling import protocol_of
+
+        return protocol_of(self.config, **overrides)
+
     @torch.no_grad()
-    def predict(self, batch: dict, steps: int, generator: torch.Generator, **options) -> torch.Tensor:
-        """Restored images in [-1, 1], ``(B, 3, H, W)``."""
+    def predict(self, batch: dict, steps: int | None = None, generator: torch.Generator | None = None,
+                **options: Any) -> torch.Tensor:
+        """Restored images in [-1, 1], ``(B, 3, H, W)``: ``restore`` under the config's protocol.
+
+        ``options`` that name protocol keys (``guidance_scale``, ``tile_size``, ...) override them;
+        the rest go to ``restore``.
+        """
+        from .sampling import PROTOCOL_KEYS
+
+        proto = self.protocol(steps=steps, **{k: v for k, v in options.items() if k in PROTOCOL_KEYS})
+        extra = {k: v for k, v in options.items() if k not in PROTOCOL_KEYS}
+        return self.restore(batch, generator if generator is not None else torch.Generator().manual_seed(0),
+                            proto, **extra)
+
+    @torch.no_grad()
+    def restore(self, batch: dict, generator: torch.Generator, protocol: Any, **options: Any) -> torch.Tensor:
+        """Restore ``batch["lq"]`` (``(B, 3, H, W)`` in [-1, 1], sides multiples of ``size_multiple``)."""
         raise NotImplementedError

@@ -46,6 +46,8 @@ from .components import (
     vae_latents,
 )
 from .method import Method, register
+from .sampling import InferenceProtocol, cfg, crops, denoise, make_sampler, per_tile, with_added_prompt
+from .tiling import tiled_decode
 from .unet_fusion import check_plain, run_down, run_mid, timestep_embedding, unet_with_fusion
 
 BLIND_PROMPT = "Remove all degradation"
@@ -120,8 +122,12 @@ class Spire(Method):
     """SPIRE on a frozen SD UNet with a restoration encoder and modulation fusion (Sec. 3.3-3.4)."""
 
     @dataclass
-    class Config:
-        """``tiny``: random parts of a few thousand parameters; ``sd15``: Stable Diffusion 1.5 from ``--base``."""
+    class Config(InferenceProtocol):
+        """``tiny``: random parts of a few thousand parameters; ``sd15``: Stable Diffusion 1.5 from ``--base``.
+
+        The inference protocol keys (steps, sampler, guidance, tiles, colour fix, ...) come from
+        :class:`~.sampling.InferenceProtocol`; the YAML configs set and cite them.
+        """
 
         variant: str = "tiny"  # tiny | sd
         lq_embedding_width: int = 16
@@ -129,7 +135,6 @@ class Spire(Method):
         semantic_field: str = "caption_source"  # record field of the semantic prompt; falls back to caption_high
         restoration_dropout: float = 0.0
         semantic_dropout: float = 0.1
-        guidance_scale: float = 1.0
         resolution: int = 32
         learning_rate: float = 1e-4
         seed: int = 0
@@ -195,22 +200,32 @@ class Spire(Method):
         return {"loss": loss}
 
     @torch.no_grad()
-    def predict(self, batch: dict, steps: int, generator: torch.Generator, guidance_scale: float | None = None,
-                **_: object) -> torch.Tensor:
-        """DDIM sampling from noise with the batch's restoration and semantic prompts (Sec. 3.1)."""
-        sched = self.scheduler("ddim")
-        sched.set_timesteps(steps)
+    def restore(self, batch: dict, generator: torch.Generator, protocol: InferenceProtocol,
+                tile_batch: int = 1, **_: object) -> torch.Tensor:
+        """DDIM from noise with the batch's restoration and semantic prompts (Sec. 3.1), over latent tiles.
+
+        With guidance ``g != 1`` the unconditional pass (both prompts empty, Sec. 3.1) is
+        computed once per step and tile: ``eps_null + g * (eps - eps_null)``.
+        """
+        p = protocol
+        sched = make_sampler(p.sampler, self.scheduler_config, p.steps)
         lq = batch["lq"]
         f = self.latent_factor
         z = initial_latents(self.unet, lq, f, generator, sched)
         r_prompts, s_prompts = self.prompts(batch)
-        r_emb, s_emb = self.text(r_prompts), self.text(s_prompts)
-        g = self.config.guidance_scale if guidance_scale is None else guidance_scale
-        if g != 1.0:
-            r_null, s_null = self.text([""] * len(r_prompts)), self.text([""] * len(s_prompts))
-        for t in sched.timesteps:
-            eps = self.eps(z, t, lq, r_emb, s_emb)
-            if g != 1.0:
-                eps = self.eps(z, t, lq, r_null, s_null) + g * (eps - self.eps(z, t, lq, r_null, s_null))
-            z = sched.step(eps, t, z).prev_sample
-        return self.vae.decode(z / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+        r_emb, s_emb = self.text(r_prompts), self.text(with_added_prompt(s_prompts, p.added_prompt))
+        g = p.guidance_scale
+        null = self.text([p.negative_prompt] * len(r_prompts)) if g != 1.0 else None
+
+        def model_output(z_t: torch.Tensor, t: torch.Tensor, boxes: list) -> torch.Tensor:
+            n, lq_t = len(boxes), crops(lq, boxes, f)
+            eps = self.eps(z_t, t, lq_t, per_tile(r_emb, n), per_tile(s_emb, n))
+            if null is None:
+                return eps
+            return cfg(eps, self.eps(z_t, t, lq_t, per_tile(null, n), per_tile(null, n)), g)
+
+        z = denoise(sched, z, model_output, p, generator, tile_batch=tile_batch)
+        sf = self.vae.config.scaling_factor
+        out = tiled_decode(lambda zt, _box: self.vae.decode(zt / sf).sample, z, f, p.vae_decoder_tile,
+                           p.vae_tile_overlap, tile_batch)
+        return out.clamp(-1, 1)

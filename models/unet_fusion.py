@@ -62,13 +62,18 @@ def unet_with_fusion(unet, sample: torch.Tensor, t: torch.Tensor, context: torch
     h = run_mid(unet, h, emb, context)
     if fuse is not None:
         skips, h = fuse(skips, h)
-    for block in unet.up_blocks:
+    # like UNet2DConditionModel.forward: sides that are not a multiple of the UNet's downsampling get each
+    # upsampler's output size from the matching skip, so any latent size runs
+    odd = any(s % 2 ** unet.num_upsamplers for s in sample.shape[-2:])
+    for i, block in enumerate(unet.up_blocks):
         n = len(block.resnets)
         res, skips = skips[-n:], skips[:-n]
+        size = skips[-1].shape[2:] if odd and i < len(unet.up_blocks) - 1 else None
         if getattr(block, "has_cross_attention", False):
-            h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, encoder_hidden_states=context)
+            h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, encoder_hidden_states=context,
+                      upsample_size=size)
         else:
-            h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res)
+            h = block(hidden_states=h, temb=emb, res_hidden_states_tuple=res, upsample_size=size)
     if unet.conv_norm_out is not None:
         h = unet.conv_act(unet.conv_norm_out(h))
     return unet.conv_out(h)

@@ -47,6 +47,8 @@ from .components import (
     vae_latents,
 )
 from .method import ConfigError, Method, register
+from .sampling import InferenceProtocol, cfg, crops, denoise, make_sampler, per_tile, with_added_prompt
+from .tiling import tiled_decode
 
 NEGATIVE_PROMPT = "blurry, dotted, noise, unclear, low-res, over-smoothed"
 
@@ -114,14 +116,13 @@ class Xpsr(Method):
     sampler = "ddim"
 
     @dataclass
-    class Config:
-        """``tiny``: random parts; ``sd15``: Stable Diffusion 1.5 from ``--base``."""
+    class Config(InferenceProtocol):
+        """``tiny``: random parts; ``sd15``: Stable Diffusion 1.5 from ``--base``; protocol keys as the mixin's."""
 
         variant: str = "tiny"
         hint_channels: list[int] | None = None  # ControlNet image-encoder widths (None: ControlNet's defaults)
         dfc_weight: float = 0.05
         dfc_scales: int = 3
-        guidance_scale: float = 1.0
         negative_prompt: str = NEGATIVE_PROMPT
         resolution: int = 32
         learning_rate: float = 1e-4
@@ -203,21 +204,29 @@ class Xpsr(Method):
         return {"loss": diffusion + self.config.dfc_weight * dfc, "diffusion": diffusion.detach(), "dfc": dfc.detach()}
 
     @torch.no_grad()
-    def predict(self, batch: dict, steps: int, generator: torch.Generator, guidance_scale: float | None = None,
-                **_: object) -> torch.Tensor:
-        """DDIM with classifier-free guidance against the negative prompt (Sec. 3, inference)."""
-        sched = self.scheduler("ddim")
-        sched.set_timesteps(steps)
+    def restore(self, batch: dict, generator: torch.Generator, protocol: InferenceProtocol,
+                tile_batch: int = 1, **_: object) -> torch.Tensor:
+        """Sampling with classifier-free guidance against the negative prompt (Sec. 3, inference), over tiles."""
+        p = protocol
+        sched = make_sampler(p.sampler, self.scheduler_config, p.steps)
         lq = batch["lq"]
         f = self.latent_factor
         z = initial_latents(self.unet, lq, f, generator, sched)
-        c_h, c_l = self.text(batch["caption_high"]), self.text(batch["caption_low"])
-        g = self.config.guidance_scale if guidance_scale is None else guidance_scale
-        neg = self.text([self.config.negative_prompt] * lq.shape[0]) if g != 1.0 else None
-        for t in sched.timesteps:
-            eps = self.eps(z, t, lq, c_h, c_l)
-            if neg is not None:
-                uncond = self.eps(z, t, lq, neg, c_l)
-                eps = uncond + g * (eps - uncond)
-            z = sched.step(eps, t, z).prev_sample
-        return self.vae.decode(z / self.vae.config.scaling_factor).sample.clamp(-1, 1)
+        c_h = self.text(with_added_prompt(batch["caption_high"], p.added_prompt))
+        c_l = self.text(batch["caption_low"])
+        g = p.guidance_scale
+        neg = self.text([p.negative_prompt] * lq.shape[0]) if g != 1.0 else None
+
+        def model_output(z_t: torch.Tensor, t: torch.Tensor, boxes: list) -> torch.Tensor:
+            n, lq_t = len(boxes), crops(lq, boxes, f)
+            low = per_tile(c_l, n)
+            eps = self.eps(z_t, t, lq_t, per_tile(c_h, n), low)
+            if neg is None:
+                return eps
+            return cfg(eps, self.eps(z_t, t, lq_t, per_tile(neg, n), low), g)
+
+        z = denoise(sched, z, model_output, p, generator, tile_batch=tile_batch)
+        sf = self.vae.config.scaling_factor
+        out = tiled_decode(lambda zt, _box: self.vae.decode(zt / sf).sample, z, f, p.vae_decoder_tile,
+                           p.vae_tile_overlap, tile_batch)
+        return out.clamp(-1, 1)

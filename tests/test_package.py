@@ -39,7 +39,7 @@ def test_wheel_contains_the_namespace_packages_and_recipes(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for must in ("pirs/degrade/__init__.py", "pirs/degrade/recipes/realesrgan.yaml", "pirs/degrade/card_template.md",
                  "pirs/captioning/cli.py", "pirs/benchmark/cli.py", "pirs/models/cli.py", "pirs/leaderboard/cli.py",
-                 "pirs/testsets/realsr.yaml", "pirs/testsets/dr-snow-noise.yaml"):
+                 "pirs/testsets/realsr.yaml", "pirs/testsets/diffrestorer-mix2-snow-noise.yaml"):
         assert must in names, must
     assert "pirs/__init__.py" not in names  # implicit namespace
     assert "pirs/testsets/__init__.py" not in names  # the test-set files stay data

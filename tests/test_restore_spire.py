@@ -239,8 +239,8 @@ def test_data_batches_are_pure_functions_of_their_index(shards) -> None:
     assert hq.min() >= -1 and hq.max() <= 1
 
 
-def test_predictions_have_the_test_sets_size_whatever_the_model_resolution(tmp_path, photos_dir, trained) -> None:
-    """The tiny model runs at 32 px; a test set of 48 px crops gets 48 px predictions that bench pairs."""
+def test_predictions_are_restored_at_the_test_sets_size(tmp_path, photos_dir, trained) -> None:
+    """The tiny model trained at 32 px restores a test set of 48 px crops at 48 px (no resize) that bench pairs."""
     from pirs.benchmark.evaluate import EvalConfig, evaluate
 
     shards = tmp_path / "big"
@@ -248,7 +248,7 @@ def test_predictions_have_the_test_sets_size_whatever_the_model_resolution(tmp_p
                       shard_size=3, progress=False))
     out = tmp_path / "pred"
     run = predict(PredictConfig(checkpoint=str(trained), input=str(shards), out=str(out), steps=2, progress=False))
-    assert run["resized"] == 3 and run["model_resolution"] == 32
+    assert run["resized"] == 0 and run["count"] == 3 and run["protocol"]["fit"] == "pad"
     assert {Image.open(p).size for p in out.glob("*.png")} == {(48, 48)}
     res = evaluate(EvalConfig(predictions=str(out), reference=str(shards), metrics="psnr", progress=False,
                               out=str(tmp_path / "res.json")))

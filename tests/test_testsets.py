@@ -17,9 +17,20 @@ from pirs.degrade.shards import iter_records, shard_paths
 from pirs.degrade.testsets import TestsetError, build_testset, list_testsets, load_testset
 
 NAMES = list_testsets()
-REQUIRED = {"coco-val-parameterized", "coco-val-realesrgan", "div2k-val", "realsr", "realphoto60", "dr-noise",
-            "dr-jpeg", "dr-low-light", "dr-haze", "dr-rain", "dr-raindrop", "dr-snow", "dr-blur", "dr-noise-blur",
-            "dr-snow-noise", "dr-raindrop-noise-blur", "dr-jpeg-noise-blur"}
+REQUIRED = {"mscoco-val3000-parameterized", "mscoco-val3000-realesrgan", "div2k-val", "realsr", "realphoto60",
+            "diffrestorer-noise", "diffrestorer-jpeg", "diffrestorer-low-light", "diffrestorer-haze",
+            "diffrestorer-rain", "diffrestorer-raindrop", "diffrestorer-snow", "diffrestorer-blur",
+            "diffrestorer-mix2-blur-noise", "diffrestorer-mix2-snow-noise", "diffrestorer-mix3-blur-noise-raindrop",
+            "diffrestorer-mix3-blur-noise-jpeg", "rtts", "realsnow", "drealsr"}
+# the names the sets had before the paper tables' ids became their ids: still accepted
+OLD_NAMES = {"coco-val-parameterized": "mscoco-val3000-parameterized",
+             "coco-val-realesrgan": "mscoco-val3000-realesrgan", "dr-noise": "diffrestorer-noise",
+             "dr-jpeg": "diffrestorer-jpeg", "dr-low-light": "diffrestorer-low-light", "dr-haze": "diffrestorer-haze",
+             "dr-rain": "diffrestorer-rain", "dr-raindrop": "diffrestorer-raindrop", "dr-snow": "diffrestorer-snow",
+             "dr-blur": "diffrestorer-blur", "dr-noise-blur": "diffrestorer-mix2-blur-noise",
+             "dr-snow-noise": "diffrestorer-mix2-snow-noise",
+             "dr-raindrop-noise-blur": "diffrestorer-mix3-blur-noise-raindrop",
+             "dr-jpeg-noise-blur": "diffrestorer-mix3-blur-noise-jpeg"}
 
 
 def test_every_standard_test_set_is_there() -> None:
@@ -115,7 +126,126 @@ def test_full_count_build_prints_a_stable_fingerprint(tmp_path: Path, capsys) ->
     assert fps[0] == fps[1] == json.loads((tmp_path / "o0" / "manifest.json").read_text())["content_sha256"]
     # a published fingerprint that differs is a non-zero exit
     text = Path(load_testset("dr-low-light").path).read_text().replace("fingerprint: null", f"fingerprint: {'ab' * 32}")
-    (tmp_path / "dr-low-light.yaml").write_text(text)
-    assert main(["testset", str(tmp_path / "dr-low-light.yaml"), "--source", str(tmp_path / "lol"), "--out",
+    (tmp_path / "diffrestorer-low-light.yaml").write_text(text)
+    assert main(["testset", str(tmp_path / "diffrestorer-low-light.yaml"), "--source", str(tmp_path / "lol"), "--out",
                  str(tmp_path / "o0"), "--quiet"]) == 1
     assert "not the same test set" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------- one vocabulary
+
+
+def _paper_settings() -> set[tuple[str, str, str]]:
+    """Every (paper CSV, setting, test-set id) of leaderboard/papers/: in the CSVs and in provenance.yaml."""
+    import pandas as pd
+
+    from pirs.leaderboard.papers import load_provenance, paper_table_files
+
+    found = set()
+    for p in paper_table_files():
+        rows = pd.read_csv(p, dtype=str, keep_default_na=False)
+        found |= {(p.name, s, t) for s, t in zip(rows["setting"], rows["test_set"], strict=True)}
+    for table in load_provenance()["tables"]:
+        found |= {(table["file"], s["setting"], s["test_set"]) for s in table["settings"]}
+    return found
+
+
+def test_old_names_are_aliases_that_resolve_to_the_paper_ids(capsys) -> None:
+    from pirs.degrade.testsets import canonical_id, testset_aliases
+
+    assert testset_aliases().items() >= OLD_NAMES.items()
+    for old, new in OLD_NAMES.items():
+        assert load_testset(old).name == new and canonical_id(old) == new and old in load_testset(new).aliases
+    assert main(["testset", "dr-haze", "--show"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("diffrestorer-haze ") and "aliases: dr-haze" in captured.out
+    assert "dr-haze is an alias of the test set diffrestorer-haze" in captured.err
+    assert main(["testset", "--list"]) == 0
+    listing = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert set(listing) == set(NAMES) and "(alias: dr-haze)" in listing["diffrestorer-haze"]
+    with pytest.raises(TestsetError, match="Did you mean 'dr-haze'"):
+        load_testset("dr-hazy")
+
+
+def test_an_alias_must_name_one_test_set(tmp_path: Path, monkeypatch) -> None:
+    import pirs.degrade.testsets as testsets
+
+    good = Path(load_testset("realsr").path).read_text()
+    (tmp_path / "realsr.yaml").write_text(good.replace("name: realsr\n", "name: realsr\naliases:\n- rsr\n"))
+    (tmp_path / "other.yaml").write_text(good.replace("name: realsr\n", "name: other\naliases:\n- rsr\n"))
+    monkeypatch.setattr(testsets, "testsets_dir", lambda: tmp_path)
+    with pytest.raises(TestsetError, match="claimed by both"):
+        load_testset("rsr")
+    (tmp_path / "other.yaml").write_text(good.replace("name: realsr\n", "name: other\naliases:\n- realsr\n"))
+    with pytest.raises(TestsetError, match="id of another test set"):
+        testsets.testset_aliases()
+
+
+def test_every_paper_test_set_has_a_test_set_file_that_names_the_table() -> None:
+    """A paper table's test-set id that no datasets/*.yaml carries (or that carries it without naming the
+    table) would put our scores on another page than the paper's."""
+    settings = _paper_settings()
+    assert settings
+    for file, setting, test_set in sorted(settings):
+        assert test_set in NAMES, f"{file} ({setting}) names test set {test_set!r}: no datasets/{test_set}.yaml"
+        assert {"file": file, "setting": setting} in load_testset(test_set).paper_tables, (test_set, file, setting)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_test_set_names_its_paper_tables_or_says_why_it_has_none(name: str) -> None:
+    ts = load_testset(name)
+    if not ts.paper_tables:
+        assert len(ts.no_paper_table_reason) > 20, f"{name}: no paper_tables and no no_paper_table_reason"
+    listed = {(t["file"], t["setting"]) for t in ts.paper_tables}
+    in_papers = {(f, s) for f, s, t in _paper_settings() if t == name}
+    assert listed == in_papers, f"{name}: paper_tables {sorted(listed)}, the papers' tables {sorted(in_papers)}"
+
+
+PAPER_FILES = {"SPIRE": "spire_table1.csv", "XPSR": "xpsr_main.csv", "Diff-Restorer": "diffrestorer_table1.csv",
+               "DPIR": "dpir_main.csv"}
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if load_testset(n).paper_tables])
+def test_metrics_are_those_the_paper_tables_print(name: str) -> None:
+    """The metrics of a set are those its paper tables print a number for ("-" cells do not count: RTTS has no
+    ground truth), each with the papers' direction, and reported_by names exactly the papers that print it."""
+    from pirs.leaderboard.papers import load_paper_tables
+
+    papers = load_paper_tables()
+    rows = papers[(papers["test_set"] == name) & papers["value"].notna()]
+    printed = {m: (set(g["paper"]), set(g["direction"])) for m, g in rows.groupby("metric")}
+    ts = load_testset(name)
+    assert [m["name"] for m in ts.metrics if m["name"] in printed] == [m["name"] for m in ts.metrics]
+    assert {m["name"] for m in ts.metrics} == set(printed), name
+    for m in ts.metrics:
+        by, directions = printed[m["name"]]
+        assert directions == {m["better"]}, (name, m["name"])
+        named = {p for p in PAPER_FILES if p in m.get("reported_by", "")}
+        assert named == by, f"{name} {m['name']}: reported_by {m.get('reported_by')!r}, printed by {sorted(by)}"
+
+
+def test_a_built_test_set_lands_on_its_paper_page_without_an_alias(tmp_path: Path, capsys) -> None:
+    """degrade testset (by its old name) -> manifest test_set.id -> bench evaluate -> results test_set.name ->
+    leaderboard page of the paper's setting, with no --test-set-alias."""
+    from pirs.benchmark.cli import main as bench
+    from pirs.leaderboard.render import read_csv, render
+
+    src = _stand_in("diffrestorer-haze", tmp_path / "sots")
+    shards = tmp_path / "my-haze-folder"  # a folder name that matches nothing
+    assert main(["testset", "dr-haze", "--source", str(src), "--out", str(shards), "--quiet", "--allow-partial"]) == 0
+    assert "alias of the test set diffrestorer-haze" in capsys.readouterr().err
+    manifest = json.loads((shards / "manifest.json").read_text())
+    assert manifest["test_set"]["id"] == "diffrestorer-haze" and manifest["test_set"]["partial"] is True
+    assert "test_set" not in manifest["args"]
+    preds, results = tmp_path / "identity", tmp_path / "results" / "identity.json"
+    assert bench(["baseline", "identity", "--reference", str(shards), "--out", str(preds), "--quiet"]) == 0
+    assert bench(["evaluate", str(preds), "--reference", str(shards), "--metrics", "psnr,ssim", "--out",
+                  str(results), "--device", "cpu", "--no-cache", "--quiet"]) == 0
+    ts = json.loads(results.read_text())["test_set"]
+    assert (ts["name"], ts["name_source"], ts["partial"]) == ("diffrestorer-haze", "manifest", True)
+    summary = render(tmp_path / "site", [results.parent], plots=False)
+    assert "my-haze-folder" not in summary["test_sets"] and not summary["notes"]
+    page = read_csv(tmp_path / "site" / "diffrestorer-haze" / "leaderboard.csv")
+    assert {"Diff-Restorer", "pirs"} <= set(page["source"])
+    ours = page[page["source"] == "pirs"]
+    assert set(ours["metric"]) == {"psnr", "ssim"} and set(ours["test_set_name"]) == {"diffrestorer-haze"}
