@@ -8,6 +8,8 @@ import sys
 
 EPILOG = """examples:
   bench baseline bicubic --reference testsets/div2k-val/ --out predictions/bicubic/
+  bench baseline --checkpoint weights/RealESRGAN_x4plus.pth --reference testsets/div2k-val/ \\
+      --out predictions/real-esrgan/
   bench evaluate predictions/bicubic/ --reference testsets/div2k-val/ --metrics psnr,ssim,lpips \\
       --out results/bicubic.json
   bench compare results/bicubic.json results/mymethod.json
@@ -81,14 +83,34 @@ def _compare_parser(sub) -> None:
 def _baseline_parser(sub) -> None:
     from .baselines import BASELINES
 
-    p = sub.add_parser("baseline", help="write predictions of a trivial restorer (identity, bicubic, lanczos)",
+    p = sub.add_parser("baseline", help="write predictions of a trivial restorer (identity, bicubic, lanczos) or of "
+                                        "a published model's checkpoint (--checkpoint, through spandrel)",
                        description="Write KEY.png predictions from each reference record's LQ brought to the HQ "
                                    "size, and a run.json, for a floor row computable anywhere (no weights). "
-                                   + " ".join(f"{k}: {v}." for k, v in BASELINES.items()))
-    p.add_argument("method", choices=sorted(BASELINES), help="which baseline")
+                                   + " ".join(f"{k}: {v}." for k, v in BASELINES.items())
+                                   + " With --checkpoint instead of a method: restore the LQ with any architecture "
+                                     "spandrel detects from a local weights file (Real-ESRGAN, BSRGAN, SwinIR, HAT, "
+                                     "NAFNet, SCUNet, ...; Restormer with spandrel_extra_arches installed), read "
+                                     "without unpickling code (.safetensors, or .pth/.pt/.ckpt/.bin through "
+                                     "torch.load(weights_only=True)), in overlapping tiles when an image is larger "
+                                     "than --tile-size.")
+    p.add_argument("method", nargs="?", choices=sorted(BASELINES), help="which trivial baseline (or --checkpoint)")
+    p.add_argument("--checkpoint", default=None, metavar="FILE",
+                   help="a local .safetensors/.pth/.pt/.ckpt/.bin weights file of a model spandrel knows")
+    p.add_argument("--name", default=None,
+                   help="with --checkpoint: the method name for run.json (default: the papers' name for the "
+                        "detected architecture, e.g. Real-ESRGAN, SwinIR, NAFNet)")
     p.add_argument("--reference", required=True,
                    help="the test set: a pirs shard folder, local or URL (it carries the LQ)")
     p.add_argument("--out", required=True, help="folder for the predictions")
+    p.add_argument("--tile-size", type=int, default=512,
+                   help="with --checkpoint: largest model input tile in px; larger images are cut into overlapping "
+                        "tiles (default 512; 0 = always the whole image)")
+    p.add_argument("--tile-overlap", type=int, default=32,
+                   help="with --checkpoint: least overlap of neighbouring tiles in px (default 32)")
+    p.add_argument("--device", default="auto", help="with --checkpoint: cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"),
+                   help="with --checkpoint: inference precision (default fp32; fp16 only on CUDA)")
     p.add_argument("--overwrite", action="store_true", help="replace predictions already in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     from pirs.degrade.fs import add_storage_args
@@ -215,15 +237,44 @@ def cmd_compare(a) -> int:
 
 
 def cmd_baseline(a) -> int:
-    from .baselines import write_baseline
     from .pairing import ReferenceError
 
+    if (a.method is None) == (a.checkpoint is None):
+        return _fail("baseline", ValueError("give either a method (identity, bicubic, lanczos) or --checkpoint FILE"))
+    if a.checkpoint is None:
+        if a.name is not None:
+            return _fail("baseline", ValueError("--name names a --checkpoint's method; a trivial baseline is named "
+                                                "by its method"))
+        from .baselines import write_baseline
+
+        try:
+            out = write_baseline(a.method, a.reference, a.out, overwrite=a.overwrite, progress=not a.quiet)
+        except (ReferenceError, ValueError, OSError) as e:
+            return _fail("baseline", e)
+        print(f"wrote {a.method} predictions and run.json to {out}/")
+        print(f"score     bench evaluate {out} --reference {a.reference} --metrics psnr,ssim "
+              f"--out results/{a.method}.json")
+        return 0
+    import re
+
+    from .spandrel_baseline import write_spandrel_baseline
+
     try:
-        out = write_baseline(a.method, a.reference, a.out, overwrite=a.overwrite, progress=not a.quiet)
-    except (ReferenceError, ValueError, OSError) as e:
+        run = write_spandrel_baseline(a.checkpoint, a.reference, a.out, name=a.name, tile_size=a.tile_size,
+                                      tile_overlap=a.tile_overlap, device=a.device, dtype=a.dtype,
+                                      overwrite=a.overwrite, progress=not a.quiet)
+    except (ReferenceError, ValueError, OSError, RuntimeError) as e:
         return _fail("baseline", e)
-    print(f"wrote {a.method} predictions and run.json to {out}/")
-    print(f"score     bench evaluate {out} --reference {a.reference} --metrics psnr,ssim --out results/{a.method}.json")
+    c, arch = run["counts"], run["architecture"]
+    print(f"{run['method']} ({arch['name']} x{run['scale']['model']}, {run['method_name_source']}): "
+          f"{c['images']} images in {run['seconds']:.1f} s on {run['device']} ({run['dtype']}), {c['tiled']} tiled")
+    if run["scale"]["mismatch"]:
+        print(run["scale"]["note"])
+    if c["output_resized"]:
+        print(f"{c['output_resized']} outputs resized to the HQ size with bicubic (see run.json)")
+    print(f"wrote predictions and run.json to {a.out}/")
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", run["method"]).strip("-").lower() or "model"
+    print(f"score     bench evaluate {a.out} --reference {a.reference} --metrics psnr,ssim --out results/{slug}.json")
     return 0
 
 
