@@ -17,7 +17,8 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import schema
+from . import limits, schema
+from .atomic import one_line
 
 MAX_MEMBER_BYTES = 512 * 1024 * 1024
 
@@ -27,9 +28,12 @@ class ShardError(ValueError):
 
 
 def check_key(key: str) -> str:
-    """Reject keys that would regroup or escape: empty, dots, slashes, control characters."""
-    if not key or "." in key or "/" in key or "\\" in key or any(ord(c) < 32 for c in key):
-        raise ValueError(f"invalid sample key {key!r}: keys are non-empty with no dots, slashes or control chars")
+    """Reject keys that would regroup or escape: empty, dots, separators, control characters (see
+    :func:`pirs.degrade.limits.bad_key_reason`)."""
+    why = limits.bad_key_reason(key)
+    if why:
+        raise ValueError(f"invalid sample key {key!r:.80}: {why}; keys are non-empty with no dots, slashes or "
+                         "control characters")
     return key
 
 
@@ -133,85 +137,294 @@ def file_digest(path: str | os.PathLike, fs=None) -> tuple[int, str]:
     return n, h.hexdigest()
 
 
+class _Hashing:
+    """A read-only file wrapper that hashes and counts what is read through it (for streamed shards)."""
+
+    def __init__(self, f):
+        self.f, self.h, self.n = f, hashlib.sha256(), 0
+
+    def read(self, size=-1):
+        b = self.f.read(size)
+        self.h.update(b)
+        self.n += len(b)
+        return b
+
+    def drain(self) -> None:
+        """Read to the end (the zero blocks after a tar's last member)."""
+        while self.read(1 << 20):
+            pass
+
+
+def _check_member(name: str, m: tarfile.TarInfo, max_member_bytes: int) -> tuple[str, str]:
+    """``(key, ext)`` of a member that passes every check, else :class:`ShardError` naming it."""
+    if not m.isfile():
+        raise ShardError(f"{name}: member {m.name!r} is not a regular file (links are refused)")
+    if "/" in m.name or "\\" in m.name or m.name.startswith(".") or ".." in m.name:
+        raise ShardError(f"{name}: member {m.name!r} has a path separator or '..'")
+    if "." not in m.name:
+        raise ShardError(f"{name}: member {m.name!r} has no extension")
+    k, ext = m.name.split(".", 1)
+    why = limits.bad_key_reason(k)
+    if why:
+        raise ShardError(f"{name}: member {m.name!r}: its key {why}")
+    if not ext or any(ord(c) < 32 or ord(c) == 127 for c in ext):
+        raise ShardError(f"{name}: member {m.name!r} has an empty extension or control characters in it")
+    cap = limits.max_json_bytes() if ext == "json" else max_member_bytes
+    if m.size > cap:
+        raise ShardError(f"{name}: member {m.name!r} is {m.size} bytes, over the {cap} limit"
+                         + (" (PIRS_MAX_JSON_BYTES)" if ext == "json" else ""))
+    return k, ext
+
+
 def iter_samples(path: str | os.PathLike, max_member_bytes: int = MAX_MEMBER_BYTES) -> Iterator[tuple[str, dict]]:
     """Yield ``(key, {ext: bytes})`` for each sample of a shard, safely.
 
     Raises :class:`ShardError` naming the shard and member for anything unsafe: links
-    or other non-regular members, names with separators, ``..`` or no extension, members
-    over ``max_member_bytes``, a member repeated within a sample, or a corrupt tar.
+    or other non-regular members, names with separators, ``..`` or no extension, keys
+    that are not keys (:func:`pirs.degrade.limits.bad_key_reason`), members over
+    ``max_member_bytes`` (a ``json`` member over :func:`~pirs.degrade.limits.max_json_bytes`),
+    a member repeated within a sample, a key that comes back after another key, a
+    corrupt tar, or a shard whose size, sha256 or sample count differs from its folder's
+    ``manifest.json`` (checked when the manifest lists it; the sha256 and count once the
+    whole shard has been read).
     """
     name = str(path)
+    expect = manifest_entry(path)
+    if expect is not None:
+        _check_size(path, expect)
     key, group = None, {}
+    seen: set[str] = set()
+    count = 0
     try:
-        with _open(path) as raw, tarfile.open(fileobj=raw, mode="r|") as tf:
-            for m in tf:
-                if not m.isfile():
-                    raise ShardError(f"{name}: member {m.name!r} is not a regular file (links are refused)")
-                if "/" in m.name or "\\" in m.name or m.name.startswith(".") or ".." in m.name:
-                    raise ShardError(f"{name}: member {m.name!r} has a path separator or '..'")
-                if "." not in m.name:
-                    raise ShardError(f"{name}: member {m.name!r} has no extension")
-                if m.size > max_member_bytes:
-                    raise ShardError(f"{name}: member {m.name!r} is {m.size} bytes, over the {max_member_bytes} limit")
-                k, ext = m.name.split(".", 1)
-                f = tf.extractfile(m)
-                data = f.read() if f is not None else b""
-                if k != key:
-                    if key is not None:
-                        yield key, group
-                    key, group = k, {}
-                if ext in group:
-                    raise ShardError(f"{name}: member {m.name!r} appears twice in sample {k!r}")
-                group[ext] = data
+        with _open(path) as raw_file:
+            raw = _Hashing(raw_file)
+            with tarfile.open(fileobj=raw, mode="r|") as tf:
+                for m in tf:
+                    k, ext = _check_member(name, m, max_member_bytes)
+                    f = tf.extractfile(m)
+                    data = f.read() if f is not None else b""
+                    if k != key:
+                        if key is not None:
+                            yield key, group
+                            count += 1
+                        if k in seen:
+                            raise ShardError(f"{name}: key {k!r} appears again after other keys (member {m.name!r}); "
+                                             "a key's members must be together and a key used once")
+                        seen.add(k)
+                        key, group = k, {}
+                    if ext in group:
+                        raise ShardError(f"{name}: member {m.name!r} appears twice in sample {k!r}")
+                    group[ext] = data
+            if key is not None:
+                yield key, group
+                count += 1
+            raw.drain()
     except tarfile.TarError as e:
         raise ShardError(f"{name}: not a readable tar ({e})") from None
-    if key is not None:
-        yield key, group
+    if expect is not None:
+        if raw.h.hexdigest() != expect["sha256"]:
+            raise ShardError(f"{name}: sha256 {raw.h.hexdigest()[:16]}... differs from manifest.json's "
+                             f"{expect['sha256'][:16]}... (the shard changed after its manifest was written)")
+        if count != expect["samples"]:
+            raise ShardError(f"{name}: holds {count} samples, manifest.json says {expect['samples']}")
 
 
 def index_samples(path: str | os.PathLike, max_member_bytes: int = MAX_MEMBER_BYTES) -> dict[str, dict[str, tuple]]:
     """``{key: {ext: (offset, size)}}`` of a shard's members, with :func:`iter_samples`' checks, for random access.
 
     Read a member with ``f.seek(offset); f.read(size)``. Raises :class:`ShardError` like
-    :func:`iter_samples` does.
+    :func:`iter_samples` does; against a manifest it checks the size, the sample count and
+    the sha256 (one streamed pass over the file).
     """
     name = str(path)
+    expect = manifest_entry(path)
+    if expect is not None:
+        _check_size(path, expect)
     out: dict[str, dict[str, tuple]] = {}
+    last = None
     try:
         with _open(path) as raw, tarfile.open(fileobj=raw, mode="r:") as tf:
             for m in tf:
-                if not m.isfile():
-                    raise ShardError(f"{name}: member {m.name!r} is not a regular file (links are refused)")
-                if "/" in m.name or "\\" in m.name or m.name.startswith(".") or ".." in m.name or "." not in m.name:
-                    raise ShardError(f"{name}: member {m.name!r} has a path separator, '..' or no extension")
-                if m.size > max_member_bytes:
-                    raise ShardError(f"{name}: member {m.name!r} is {m.size} bytes, over the {max_member_bytes} limit")
-                k, ext = m.name.split(".", 1)
+                k, ext = _check_member(name, m, max_member_bytes)
+                if k != last and k in out:
+                    raise ShardError(f"{name}: key {k!r} appears again after other keys (member {m.name!r}); "
+                                     "a key's members must be together and a key used once")
+                last = k
                 group = out.setdefault(k, {})
                 if ext in group:
                     raise ShardError(f"{name}: member {m.name!r} appears twice in sample {k!r}")
                 group[ext] = (m.offset_data, m.size)
     except tarfile.TarError as e:
         raise ShardError(f"{name}: not a readable tar ({e})") from None
+    if expect is not None:
+        if len(out) != expect["samples"]:
+            raise ShardError(f"{name}: holds {len(out)} samples, manifest.json says {expect['samples']}")
+        _, sha = file_digest(path)
+        if sha != expect["sha256"]:
+            raise ShardError(f"{name}: sha256 {sha[:16]}... differs from manifest.json's {expect['sha256'][:16]}... "
+                             "(the shard changed after its manifest was written)")
     return out
 
 
+def parse_record(data: bytes, where: str, key: str | None = None, validate: bool = True) -> dict:
+    """A record from a ``json`` member, strictly: bounded size and depth, the schema (``validate``),
+    its ``key`` equal to the tar key, text fields under :func:`~pirs.degrade.limits.max_text_chars`,
+    ``ops`` and ``caption_meta`` JSON. Raises :class:`ShardError` naming ``where``."""
+    try:
+        rec = limits.load_json(data, f"{where}: json member", limits.max_json_bytes())
+    except limits.InputError as e:
+        raise ShardError(str(e)) from None
+    if not isinstance(rec, dict):
+        raise ShardError(f"{where}: json member is not a JSON object (got {type(rec).__name__})")
+    if not validate:
+        return rec
+    try:
+        rec = schema.upgrade(rec)
+        schema.validate(rec, where)
+    except schema.SchemaError as e:
+        raise ShardError(str(e)) from None
+    if key is not None and rec["key"] != key:
+        raise ShardError(f"{where}: the record's key {rec['key'][:80]!r} differs from its tar key {key!r}")
+    why = limits.bad_key_reason(rec["key"])
+    if why:
+        raise ShardError(f"{where}: the record's key {why}")
+    cap = limits.max_text_chars()
+    for field_name, value in rec.items():
+        texts = value if isinstance(value, list) else [value]
+        for t in texts:
+            if isinstance(t, str) and len(t) > cap:
+                raise ShardError(f"{where}: field {field_name!r} holds {len(t)} characters, over the {cap} limit "
+                                 "(PIRS_MAX_TEXT_CHARS)")
+    for field_name, typ in (("ops", list), ("caption_meta", dict)):
+        if rec[field_name]:
+            try:
+                v = limits.load_json(rec[field_name], f"{where}: field {field_name!r}")
+            except limits.InputError as e:
+                raise ShardError(str(e)) from None
+            if not isinstance(v, typ):
+                raise ShardError(f"{where}: field {field_name!r} must be a JSON {typ.__name__}, "
+                                 f"got {type(v).__name__}")
+    return rec
+
+
 def iter_records(path: str | os.PathLike, validate: bool = True) -> Iterator[tuple[str, dict, dict]]:
-    """Yield ``(key, record, members)`` for each sample of a pirs shard."""
+    """Yield ``(key, record, members)`` for each sample of a pirs shard (records as :func:`parse_record`)."""
     for key, members in iter_samples(path):
         if "json" not in members:
             raise ShardError(f"{path}: sample {key!r} has no json member")
+        yield key, parse_record(members["json"], f"{path}: sample {key!r}", key, validate), members
+
+
+# ---------------------------------------------------------------- manifests
+
+MANIFEST = "manifest.json"
+_MANIFESTS: dict[str, tuple] = {}
+
+
+def _folder_of(path) -> str:
+    s = str(path).rstrip("/")
+    return s.rsplit("/", 1)[0] if "/" in s else "."
+
+
+def read_manifest(folder: str | os.PathLike) -> dict | None:
+    """The ``manifest.json`` of a shard folder (local path or URL), checked, or None when there is none.
+
+    Raises :class:`ShardError` with a clear message when it is not a JSON object, is over the
+    size or depth limits, or lists shards that are not ``{name, samples, bytes, sha256}``
+    entries with unique, safe names and a sample total that adds up.
+    """
+    from .fs import is_url, join, local_path, open_read
+
+    where = f"{str(folder).rstrip('/')}/{MANIFEST}"
+    sig = None
+    if not is_url(folder):
+        p = local_path(folder) / MANIFEST
         try:
-            rec = json.loads(members["json"])
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ShardError(f"{path}: sample {key!r}: json member is not valid JSON ({e})") from None
-        if validate:
-            try:
-                rec = schema.upgrade(rec)
-                schema.validate(rec, f"{path}: sample {key!r}")
-            except schema.SchemaError as e:
-                raise ShardError(str(e)) from None
-        yield key, rec, members
+            st = p.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        sig = (st.st_size, st.st_mtime_ns, st.st_ino)
+        hit = _MANIFESTS.get(str(p))
+        if hit is not None and hit[0] == sig:
+            return hit[1]
+    limit = limits.max_file_bytes()
+    try:
+        with open_read(join(folder, MANIFEST)) as f:
+            data = f.read(limit + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ShardError(f"{where}: not readable ({one_line(e)})") from None
+    try:
+        m = limits.load_json(data, where, limit)
+    except limits.InputError as e:
+        raise ShardError(str(e)) from None
+    m = _check_manifest(m, where)
+    if sig is not None:
+        _MANIFESTS[str(local_path(folder) / MANIFEST)] = (sig, m)
+    return m
+
+
+def _check_manifest(m, where: str) -> dict:
+    if not isinstance(m, dict):
+        raise ShardError(f"{where}: must be a JSON object, got {type(m).__name__}")
+    shards = m.get("shards")
+    if shards is None:
+        return m
+    if not isinstance(shards, list):
+        raise ShardError(f"{where}: 'shards' must be a list of {{name, samples, bytes, sha256}}")
+    names = set()
+    for i, e in enumerate(shards):
+        ok = (isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"].endswith(".tar")
+              and "/" not in e["name"] and "\\" not in e["name"] and not e["name"].startswith(".")
+              and all(isinstance(e.get(k), int) and not isinstance(e.get(k), bool) and e[k] >= 0
+                      for k in ("samples", "bytes"))
+              and isinstance(e.get("sha256"), str) and len(e["sha256"]) == 64)
+        if not ok:
+            raise ShardError(f"{where}: shards[{i}] must be {{name: NAME.tar, samples, bytes, sha256}}, "
+                             f"got {json.dumps(e)[:120]}")
+        if e["name"] in names:
+            raise ShardError(f"{where}: shard {e['name']!r} is listed twice")
+        names.add(e["name"])
+    total = m.get("samples")
+    if total is not None and total != sum(e["samples"] for e in shards):
+        raise ShardError(f"{where}: 'samples' is {total!r} but its shards add up to "
+                         f"{sum(e['samples'] for e in shards)}")
+    return m
+
+
+def manifest_entry(path: str | os.PathLike) -> dict | None:
+    """The manifest entry of shard ``path`` from its folder's ``manifest.json``; None without a manifest.
+
+    A manifest that lists shards but not this one raises :class:`ShardError`.
+    """
+    from .fs import basename
+
+    m = read_manifest(_folder_of(path))
+    if m is None or not isinstance(m.get("shards"), list):
+        return None
+    name = basename(path)
+    for e in m["shards"]:
+        if e["name"] == name:
+            return e
+    raise ShardError(f"{path}: not listed in its folder's {MANIFEST} (a shard added after the manifest was "
+                     "written, or a stale manifest)")
+
+
+def _check_size(path, expect: dict) -> None:
+    from .fs import is_url, local_path, url_to_fs
+
+    try:
+        if is_url(path):
+            fs, key = url_to_fs(str(path))
+            size = int(fs.info(key)["size"])
+        else:
+            size = local_path(path).stat().st_size
+    except FileNotFoundError:
+        raise ShardError(f"{path}: listed in {MANIFEST} but missing") from None
+    if size != expect["bytes"]:
+        raise ShardError(f"{path}: {size} bytes, {MANIFEST} says {expect['bytes']} (the shard changed after "
+                         "its manifest was written)")
 
 
 def shard_paths(folder: str | os.PathLike) -> list:
