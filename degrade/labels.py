@@ -2,9 +2,10 @@
 
 The eight universal types are Diff-Restorer's (Zhang et al., Sec. IV-A, Table I):
 noise, JPEG, low-light, haze, rain, raindrop, snow and blur. Types whose op has a
-parameter keep SPIRE's style ("Denoise with sigma 50"), written by the op's own
-``prompt``; this table holds the sentence used when no parameter is known (a pair
-ingested from a data set, or a bare prompt). ``downsample``, ``resize`` and ``sinc``
+parameter keep SPIRE's wording, written by the op's own ``prompt``: "Denoise with sigma
+0.20" (the noise sigma on SPIRE's 0-1 scale with two decimals, here Diff-Restorer's 50/255),
+"Dejpeg with quality 10"; this table holds the sentence used when no parameter is known
+(a pair ingested from a data set, or a bare prompt). ``downsample``, ``resize`` and ``sinc``
 are the Real-ESRGAN pipeline's labels; ``real`` marks real-world captured pairs
 (RealSR, DRealSR) whose degradation is not synthesized.
 """

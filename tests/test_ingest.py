@@ -204,7 +204,7 @@ def test_then_applies_a_recipe_on_ingested_lq_and_replays(tmp_path: Path) -> Non
     ingest(IngestConfig(layout="snow100k", input=str(root), out=str(out), then="noise", progress=False))
     for key, rec, members in records(out):
         assert rec["degradations"] == ["snow", "noise"]
-        assert rec["restoration_prompt"] == "Remove the snow; Denoise with sigma 50"
+        assert rec["restoration_prompt"] == "Remove the snow; Denoise with sigma 0.20"
         assert rec["recipe"] == "ingest-snow100k+noise" and json.loads(rec["ops"])[0]["op"] == "noise"
         orig = cv2.imread(str(root / rec["lq_source_path"]))[..., ::-1]
         assert not np.array_equal(decode_png(members["lq.png"]), orig)

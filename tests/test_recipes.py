@@ -152,8 +152,13 @@ def test_realesrgan_second_order_and_final_distributions():
         assert r.lq.shape == (4, 4, 3) and r.prompt == "Remove all degradation" and r.scale == 4
 
 
-PROMPT = re.compile(r"^(Deblur with sigma \d+\.\d|Deblur|Upsample to \d+\.\dx|Upsample|Denoise with sigma \d+|"
+PROMPT = re.compile(r"^(Deblur with sigma \d+\.\d|Deblur|Upsample to \d+\.\dx|Upsample|Denoise with sigma \d\.\d\d|"
                     r"Denoise|Dejpeg with quality \d+|Dejpeg)$")
+
+
+def _applied(r):
+    """The ops of a run that changed the image (a downsample 'keep' at scale 1 is a no-op)."""
+    return [o for o in r.ops if o["id"] != "output_size" and o["params"].get("direction") != "keep"]
 
 
 def test_parameterized_stages_prompts_and_order():
@@ -163,9 +168,9 @@ def test_parameterized_stages_prompts_and_order():
     counts = Counter()
     bare = 0
     for r in runs:
-        applied = [o for o in r.ops if o["id"] != "output_size"]
+        applied = _applied(r)
         ids = [o["id"] for o in applied]
-        assert ids == [s for s in order if s in ids]  # SPIRE's order
+        assert ids == [s for s in order if s in ids]  # SPIRE's order (Sec. 4.1: phrases follow the degradations)
         counts.update(ids)
         assert r.lq.shape == (32, 32, 3) and r.scale == 1
         if not applied:
@@ -183,26 +188,92 @@ def test_parameterized_stages_prompts_and_order():
                 assert part == regenerated  # the stored parameters say exactly what the text says
         assert r.labels == [{"blur": "blur", "downsample": "downsample", "noise": "noise", "jpeg": "jpeg"}[i]
                             for i in ids]
+    # The downsample's p 0.5 is its 'keep' direction; a drawn factor above 1/1.05 prints (and is) "1.0x", a keep.
+    p_down = 0.5 * (1 - (1 - 1 / 1.05) / 0.85)
     for sid in order:
-        assert _close(counts[sid], N, 0.5), (sid, counts)
+        assert _close(counts[sid], N, p_down if sid == "downsample" else 0.5), (sid, counts)
     assert _close(bare, sum(counts.values()), 0.1)
 
 
 def test_parameterized_prompt_values_match_parameters():
+    """SPIRE's wording and printed precision (Table 2, Sec. 4.4), each parameter on the grid the text prints."""
     runs = _runs("parameterized", n=400, size=32)
+    seen = Counter()
     for r in runs:
-        for o in r.ops:
+        for o in _applied(r):
             p, text = o["params"], o["prompt"]
-            if o["id"] == "blur" and text != "Deblur":
+            if text in ("Deblur", "Upsample", "Denoise", "Dejpeg"):
+                continue
+            seen[o["id"]] += 1
+            if o["id"] == "blur":
                 assert text == f"Deblur with sigma {p['sigma_x']:.1f}" and p["sigma_x"] == round(p["sigma_x"], 1)
-                assert p["kernel"] == "iso" and 0.2 <= p["sigma_x"] <= 3.0
-            if o["id"] == "noise" and text != "Denoise":
-                assert text == f"Denoise with sigma {int(p['sigma'])}" and p["sigma"] == int(p["sigma"])
-                assert p["kind"] == "gaussian"
-            if o["id"] == "jpeg" and text != "Dejpeg":
+                assert p["kernel"] == "iso" and 0.2 <= p["sigma_x"] <= 5.0
+            if o["id"] == "noise":  # 0-1 scale, two decimals ("Denoise with sigma 0.06"); stored on 0-255
+                unit = p["sigma"] / 255
+                assert text == f"Denoise with sigma {unit:.2f}" and abs(unit * 100 - round(unit * 100)) < 1e-9
+                assert p["kind"] == "gaussian" and 0.01 <= round(unit, 2) <= 0.24 and p["sigma"] > 1.0
+            if o["id"] == "jpeg":
                 assert text == f"Dejpeg with quality {p['quality']}" and 30 <= p["quality"] <= 95
-            if o["id"] == "downsample" and text != "Upsample":
-                assert text == f"Upsample to {1 / p['factor']:.1f}x" and 0.15 <= p["factor"] <= 1.0
+            if o["id"] == "downsample":
+                assert text == f"Upsample to {p['upsample']:.1f}x" and p["upsample"] == round(p["upsample"], 1)
+                assert p["factor"] == pytest.approx(1 / p["upsample"]) and 0.15 <= p["factor"] <= 1.0
+    assert set(seen) == {"blur", "downsample", "noise", "jpeg"}
+    assert get_op("noise").prompt({"kind": "gaussian", "sigma": 15.3}, bare=False) == "Denoise with sigma 0.06"
+    assert get_op("noise").prompt({"kind": "gaussian", "sigma": 61.2}, bare=False) == "Denoise with sigma 0.24"
+
+
+@pytest.mark.parametrize("name", ["parameterized", "noise-range", "mixed2", "mixed3"])
+def test_drawn_noise_sigmas_print_exactly(name):
+    """Every recipe that draws a noise sigma draws it on the two-decimal grid of SPIRE's 0-1 scale."""
+    n = 0
+    for r in _runs(name, n=150, size=16, seed=2):
+        for o in r.ops:
+            if o["op"] == "noise" and o["params"]["kind"] == "gaussian":
+                unit = o["params"]["sigma"] / 255
+                assert abs(unit * 100 - round(unit * 100)) < 1e-9, (name, o["params"])
+                assert o["prompt"] in (f"Denoise with sigma {unit:.2f}", "Denoise")
+                n += 1
+    assert n > 10
+
+
+def test_fixed_diffrestorer_sigma_keeps_its_value_and_prints_rounded():
+    """Diff-Restorer's sigma 50 (0-255) stays 50; SPIRE's two-decimal text rounds 0.196 to 0.20 (README)."""
+    (r,) = _runs("noise", n=1)
+    assert r.ops[0]["params"]["sigma"] == 50.0 and r.prompt == "Denoise with sigma 0.20"
+
+
+def test_parameterized_ranges_hold_the_papers_test_prompts():
+    """Every parameter the paper prompts with (Sec. 1, 4.4, Tab. 4, Fig. 3, 7, 9) is inside the training ranges."""
+    stages = {st.id: st for st in load_recipe("parameterized").stages}
+    blur, down, noise = stages["blur"].spec, stages["downsample"].spec, stages["noise"].spec
+    for sigma in (0.6, 1.0, 2.0, 2.9, 3.0, 3.5, 5.0):  # Tab. 4, Fig. 9, Fig. 3/7, Sec. 1 ("deblur with sigma 3.5")
+        assert blur.sigma[0] <= sigma <= blur.sigma[1], sigma
+    for unit in (0.06, 0.24):  # Sec. 4.4 / Fig. 7, on the 0-1 scale
+        assert noise.sigma[0] <= unit * 255 <= noise.sigma[1] and noise.unit_decimals == 2
+    assert down.range[0] <= 1 / 6.0 <= down.range[1] and down.upsample_decimals == 1  # Fig. 9 "Upsample to 6.0x"
+
+
+def test_parameterized_at_scale_4_says_the_whole_upsample():
+    """``--scale 4``: the LQ is a quarter of the HQ and the prompt says so, the drawn downsample included."""
+    recipe = load_recipe("parameterized")
+    hq = np.full((64, 64, 3), 128, np.uint8)
+    hq[:, :32] = 40
+    ups = []
+    for i in range(300):
+        r = degrade(hq, recipe, np.random.default_rng([3, i]), scale=4)
+        assert r.lq.shape == (16, 16, 3) and r.scale == 4 and "downsample" in r.labels
+        (down,) = [o for o in r.ops if o["id"] == "downsample"]
+        ids = [o["id"] for o in r.ops]
+        assert ids.index("downsample") < min((ids.index(k) for k in ("noise", "jpeg") if k in ids), default=99)
+        assert ids[-1] == "output_size"  # noise and JPEG act on the smallest grid, then back to HQ/4
+        up = down["params"]["upsample"]
+        smallest = min(o["params"]["size"][0] for o in r.ops if o["op"] == "resize")
+        assert smallest == down["params"]["size"][0] and 4.0 <= up <= 4 / 0.15
+        assert abs(64 / up - smallest) < 1.0  # the factor a model seeing the LQ at HQ size has to undo
+        phrase = [p for p in r.prompt.split("; ") if p.startswith("Upsample")]
+        assert phrase == [f"Upsample to {up:.1f}x"] or phrase == ["Upsample"]
+        ups.append(up)
+    assert ups.count(4.0) > 100 and max(ups) > 12  # no extra downsample half the time: "Upsample to 4.0x"
 
 
 def test_mixed_draws_each_pipeline_half_the_time():
@@ -231,3 +302,17 @@ def test_a_folder_named_like_a_recipe_does_not_hide_it(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "realesrgan").mkdir()
     assert load_recipe("realesrgan").name == "realesrgan"
+
+
+@pytest.mark.parametrize("body,match", [
+    ("op: noise\n    unit_decimals: 9", "unit_decimals must be an integer in 0..6"),
+    ("op: noise\n    sigma: [1.0, 2.0]\n    unit_decimals: 2", "holds no multiple"),
+    ("op: resize\n    upsample_decimals: 1\n    directions: {up: 1.0}\n    range: [1.0, 2.0]",
+     "upsample_decimals is for"),
+    ("op: resize\n    upsample_decimals: 1\n    target: true", "upsample_decimals is for"),
+])
+def test_prompt_grid_options_are_validated(tmp_path, body, match):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"name: bad\nversion: '1'\nstages:\n  - {body}\n")
+    with pytest.raises(RecipeError, match=match):
+        load_recipe(str(bad))

@@ -17,7 +17,7 @@ from pirs.degrade.pipeline import degrade, replay
 from pirs.degrade.recipe import Choose, RecipeError, load_recipe
 
 SINGLE = {
-    "noise": (["noise"], "Denoise with sigma 50"),
+    "noise": (["noise"], "Denoise with sigma 0.20"),
     "jpeg": (["jpeg"], "Dejpeg with quality 10"),
     "low-light": (["low-light"], "Brighten the low-light image"),
     "haze": (["haze"], "Remove the haze"),
@@ -26,10 +26,10 @@ SINGLE = {
     "snow": (["snow"], "Remove the snow"),
     "motion-blur": (["blur"], "Deblur"),
     "defocus-blur": (["blur"], "Deblur"),
-    "dr-noise-blur": (["blur", "noise"], "Deblur; Denoise with sigma 50"),
-    "dr-snow-noise": (["snow", "noise"], "Remove the snow; Denoise with sigma 50"),
-    "dr-raindrop-noise-blur": (["raindrop", "blur", "noise"], "Remove the raindrops; Deblur; Denoise with sigma 50"),
-    "dr-jpeg-noise-blur": (["blur", "noise", "jpeg"], "Deblur; Denoise with sigma 50; Dejpeg with quality 10"),
+    "dr-noise-blur": (["blur", "noise"], "Deblur; Denoise with sigma 0.20"),
+    "dr-snow-noise": (["snow", "noise"], "Remove the snow; Denoise with sigma 0.20"),
+    "dr-raindrop-noise-blur": (["raindrop", "blur", "noise"], "Remove the raindrops; Deblur; Denoise with sigma 0.20"),
+    "dr-jpeg-noise-blur": (["blur", "noise", "jpeg"], "Deblur; Denoise with sigma 0.20; Dejpeg with quality 10"),
 }
 PHYSICAL_ORDER = ["haze", "rain", "snow", "raindrop", "blur", "low-light", "noise", "jpeg"]
 HQ = synthetic_photo(48, 48, 4)

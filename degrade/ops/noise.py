@@ -6,6 +6,7 @@ stored parameter set replays the same noise bit for bit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,12 +55,18 @@ def apply(img: np.ndarray, params: dict) -> np.ndarray:
 @dataclass(frozen=True)
 class Spec:
     """Gaussian with chance ``gaussian_prob`` (``sigma`` on the 0-255 scale), else Poisson
-    (``poisson_scale``); the noise is grey (one field for all channels) with ``gray_prob``."""
+    (``poisson_scale``); the noise is grey (one field for all channels) with ``gray_prob``.
+
+    ``unit_decimals``: round the drawn sigma so that ``sigma / 255`` (the 0-1 scale SPIRE's
+    prompt prints, "Denoise with sigma 0.06") has this many decimals, staying inside
+    ``sigma``; the stored sigma stays on the 0-255 scale (0.06 -> 15.3).
+    """
 
     gaussian_prob: float = 0.5
     sigma: list[float] = field(default_factory=lambda: [1.0, 30.0])
     poisson_scale: list[float] = field(default_factory=lambda: [0.05, 3.0])
     gray_prob: float = 0.4
+    unit_decimals: int | None = None
 
     def validate(self) -> None:
         from ..recipe_checks import check_prob, check_range
@@ -68,12 +75,35 @@ class Spec:
         check_prob("gray_prob", self.gray_prob)
         check_range("sigma", self.sigma, low=0.0)
         check_range("poisson_scale", self.poisson_scale, low=0.0)
+        if self.unit_decimals is not None:
+            if not isinstance(self.unit_decimals, int) or isinstance(self.unit_decimals, bool) \
+                    or not 0 <= self.unit_decimals <= 6:
+                raise ValueError(f"unit_decimals must be an integer in 0..6, got {self.unit_decimals!r}")
+            lo, hi = _unit_grid(self.sigma, self.unit_decimals)
+            if lo > hi:
+                raise ValueError(f"sigma {list(self.sigma)} holds no multiple of 255 x 10^-{self.unit_decimals}")
+
+
+def _unit_grid(sigma: list[float], d: int) -> tuple[int, int]:
+    """The first and last grid steps ``k`` (``sigma = k / 10**d * 255``) inside the range ``sigma``."""
+    step = 10**d / 255.0
+    return math.ceil(sigma[0] * step - 1e-9), math.floor(sigma[1] * step + 1e-9)
+
+
+def to_unit_grid(sigma: float, spec_sigma: list[float], d: int) -> float:
+    """``sigma`` (0-255) moved to the nearest value whose ``sigma / 255`` has ``d`` decimals, inside the range."""
+    lo, hi = _unit_grid(spec_sigma, d)
+    k = min(max(round(sigma / 255.0 * 10**d), lo), hi)
+    return round(k / 10**d * 255.0, 9)
 
 
 def sample(rng: np.random.Generator, spec: Spec, ctx: dict) -> dict:
     """Draw the noise kind, its strength, grey or colour, and the noise field's seed."""
     if rng.uniform() < spec.gaussian_prob:
-        params = {"kind": "gaussian", "sigma": float(rng.uniform(*spec.sigma)), "scale": None}
+        sigma = float(rng.uniform(*spec.sigma))
+        if spec.unit_decimals is not None:
+            sigma = to_unit_grid(sigma, spec.sigma, spec.unit_decimals)
+        params = {"kind": "gaussian", "sigma": sigma, "scale": None}
     else:
         params = {"kind": "poisson", "sigma": None, "scale": float(rng.uniform(*spec.poisson_scale))}
     params["gray"] = bool(rng.uniform() < spec.gray_prob)
@@ -87,7 +117,13 @@ def label(params: dict) -> str | None:
 
 
 def prompt(params: dict, bare: bool) -> str:
-    """SPIRE restoration prompt: ``Denoise with sigma 15`` (Gaussian, 0-255 scale) or ``Denoise``."""
+    """SPIRE restoration prompt: ``Denoise with sigma 0.06`` (Gaussian) or ``Denoise``.
+
+    SPIRE writes the noise sigma on the 0-1 intensity scale with two decimals ("Denoise with
+    sigma 0.06" ... "0.24", Sec. 4.4), so the stored 0-255 sigma is divided by 255; a recipe
+    with ``unit_decimals: 2`` draws sigmas for which this text is exact (15.3 -> 0.06), a fixed
+    0-255 setting such as Diff-Restorer's sigma 50 prints rounded (0.196 -> 0.20).
+    """
     if bare or params["kind"] != "gaussian":
         return "Denoise"
-    return f"Denoise with sigma {params['sigma']:.0f}"
+    return f"Denoise with sigma {params['sigma'] / 255.0:.2f}"

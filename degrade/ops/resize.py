@@ -127,6 +127,12 @@ class Spec:
     the current size (``floor(n * f)``, Real-ESRGAN's first order); ``target`` scales
     the output size (``int(n / scale * f)``, its second order). ``target: true``
     resizes exactly to the output size (the final resize).
+
+    ``upsample_decimals`` (SPIRE's "Upsample to 6.0x"): a down or keep factor is moved so
+    that the upsampling that undoes this resize, ``upsample = current size / new size``, has
+    this many decimals, and ``upsample`` is stored with the parameters. With ``relative_to:
+    target`` on the HQ image that is ``scale / f``: the output scale and the drawn factor in
+    one number, what a model that sees the LQ at HQ size has to undo.
     """
 
     directions: dict[str, float] = field(default_factory=lambda: {"down": 1.0})
@@ -134,6 +140,7 @@ class Spec:
     modes: list[str] = field(default_factory=lambda: list(MODES))
     relative_to: str = "input"
     target: bool = False
+    upsample_decimals: int | None = None
 
     def validate(self) -> None:
         from ..recipe_checks import check_probs, check_range
@@ -152,6 +159,13 @@ class Spec:
             raise ValueError(f"modes must be a non-empty subset of {MODES}, got {self.modes}")
         if self.relative_to not in ("input", "target"):
             raise ValueError(f"relative_to must be 'input' or 'target', got {self.relative_to!r}")
+        if self.upsample_decimals is not None:
+            if not isinstance(self.upsample_decimals, int) or isinstance(self.upsample_decimals, bool) \
+                    or not 0 <= self.upsample_decimals <= 6:
+                raise ValueError(f"upsample_decimals must be an integer in 0..6, got {self.upsample_decimals!r}")
+            if self.target or self.directions.get("up", 0) > 0:
+                raise ValueError("upsample_decimals is for a drawn down (or keep) factor: not with target: true "
+                                 "or an 'up' direction")
 
 
 def sample(rng: np.random.Generator, spec: Spec, ctx: dict) -> dict:
@@ -170,7 +184,26 @@ def sample(rng: np.random.Generator, spec: Spec, ctx: dict) -> dict:
         factor = float(rng.uniform(spec.range[0], 1.0))
     else:
         factor = 1.0
-    return {"mode": mode, "direction": direction, "factor": factor, "size": None}
+    params = {"mode": mode, "direction": direction, "factor": factor, "size": None}
+    if spec.upsample_decimals is not None:
+        params.update(_upsample_grid(factor, spec, ctx))
+    return params
+
+
+def _upsample_grid(factor: float, spec: Spec, ctx: dict) -> dict:
+    """The factor moved so that ``upsample = r / factor`` has ``spec.upsample_decimals`` decimals.
+
+    ``r`` is 1 for a factor of the current size, ``current / target`` (the scale, on the HQ
+    image) for a factor of the output size; ``upsample`` stays where ``factor`` is in
+    ``[range[0], 1]``.
+    """
+    d = spec.upsample_decimals
+    r = ctx["size"][0] / ctx["target"][0] if spec.relative_to == "target" else 1.0
+    lo = math.ceil(r * 10**d - 1e-9)  # factor 1
+    hi = math.floor(r / spec.range[0] * 10**d + 1e-9) if spec.range[0] < 1.0 else lo  # factor range[0]
+    k = min(max(round(r / factor * 10**d), lo), max(lo, hi))
+    upsample = k / 10**d
+    return {"factor": r / upsample, "upsample": upsample}
 
 
 def resolve(params: dict, spec: Spec, ctx: dict) -> dict:
@@ -203,7 +236,12 @@ def label(params: dict) -> str | None:
 
 
 def prompt(params: dict, bare: bool) -> str | None:
-    """SPIRE restoration prompt for a downsampling: ``Upsample to 3.2x`` or ``Upsample``."""
+    """SPIRE restoration prompt for a downsampling: ``Upsample to 3.2x`` or ``Upsample``.
+
+    The factor is the stored ``upsample`` (current size / new size, the output scale
+    included, see :class:`Spec`) when there is one, else ``1 / factor``.
+    """
     if params["direction"] != "down":
         return None
-    return "Upsample" if bare else f"Upsample to {1.0 / params['factor']:.1f}x"
+    up = params["upsample"] if params.get("upsample") is not None else 1.0 / params["factor"]
+    return "Upsample" if bare else f"Upsample to {up:.1f}x"
