@@ -14,16 +14,26 @@ Section III of the paper, on diffusers and transformers parts:
   residual blocks reconstructing the clean image (``L_rec``, L2), and an image control
   network (a ControlNet from the UNet) taking the encoder's features as its condition;
 - stage one: ``L = L_diff + L_deg + L_rec`` (Eq. 7, lambda_1 = lambda_2 = 1);
-- **Degradation-aware Decoder** (Sec. III-D), stage two: the VAE decoder fine-tuned with
-  Degradation-aware Refinement Blocks fusing the VAE encoder's features of the LQ image
-  (``z~_i = Conv(Concat(z_i, z_i^lq))``, ``z^_i = ResBlock(z~_i * f_i) + z_i``), trained on
-  ``z_0`` of the HQ image with ``L_gen + 0.1 L_per + 0.001 L_adv`` (Eq. 8);
-- UniPC sampling, 20 steps by default.
+- **Degradation-aware Decoder** (Sec. III-D), stage two: the VAE decoder fine-tuned with three
+  Degradation-aware Refinement Blocks fusing the VAE encoder's intermediate features of the LQ
+  image ``z_1^lq, z_2^lq, z_3^lq`` (``z~_i = Conv(Concat(z_i, z_i^lq))``,
+  ``z^_i = ResBlock(z~_i * f_i) + z_i``), trained on ``z_0`` of the HQ image with
+  ``L_gen + 0.1 L_per + 0.001 L_adv`` (Eq. 8). ``z_i^lq`` is the output of the encoder's i-th
+  downsampling stage (1/2, 1/4, 1/8 of the image in SD's VAE) and ``z_i`` the decoder's feature
+  of the same size (:func:`refinement_scales`);
+- UniPC sampling with 20 steps and AdamW at 1e-5 for both stages (Sec. IV-A), in the configs.
 
-Documented choices and deviations: ``P_S`` is one token; mixtures' labels are a uniform
-soft target over their universal types, and records without a universal label do not
-enter ``L_deg``; the control encoder downsamples with stride-2 convolutions between its
-blocks to the latent size. Stage two's ``L_per`` and ``L_adv`` are :mod:`.losses`' VGG-19
+A stage-2 run is self-contained: it starts from the stage-1 checkpoint ``stage1_checkpoint``
+names (a run folder's newest checkpoint, when training starts) and every stage-2 checkpoint
+stores those stage-1 weights beside the decoder's, so prediction never reads the stage-1
+folder again: a relative path, a moved folder or a newer stage-1 checkpoint cannot change it.
+
+Documented choices and deviations (the README table, ``docs/methods/diffrestorer.md``):
+``P_S`` is one token; mixtures' labels are a uniform soft target over their universal
+types, and records without a universal label do not enter ``L_deg``; the control encoder
+downsamples with stride-2 convolutions between its blocks to the latent size; a refinement
+block's ResBlock adds no inner skip, so a new block adds exactly zero and stage two starts
+from the pretrained decoder. Stage two's ``L_per`` and ``L_adv`` are :mod:`.losses`' VGG-19
 feature loss (local torchvision weights, ``vgg19_weights``, default ``BASE/vgg19/``) and a
 PatchGAN discriminator with the hinge loss (the paper follows Asymmetric VQGAN [51] and names
 only the VGG-19 backbone; the layers, their weights and the discriminator are pirs' choices);
@@ -158,6 +168,23 @@ class RefinementBlock(nn.Module):
         return self.res(fused) - fused + z
 
 
+STAGE1_MODULES = ("prompt_processor", "control_encoder", "control_decoder", "control_network")
+
+
+def refinement_scales(vae_config) -> list[tuple[int, int, int]]:
+    """``(factor, decoder channels, LQ channels)`` of ``z_1 .. z_n`` (Sec. III-D), smallest factor first.
+
+    ``z_i^lq`` is the output of the VAE encoder's i-th downsampling stage, at 1/2^i of the image
+    (SD's four-level VAE has three: 1/2, 1/4, 1/8 with 128, 256, 512 channels); ``z_i`` is the
+    decoder's feature of the same size: the mid block's output at the latent size, else the
+    output of the up block that reached 1/2^i. Read from the config alone (no forward pass), so
+    it also counts parameters of a model on the meta device.
+    """
+    ch = list(vae_config.block_out_channels)
+    n = len(ch)
+    return [(2 ** i, ch[min(i + 1, n - 1)], ch[i - 1]) for i in range(1, n)]
+
+
 def label_targets(labels: list[list[str]], vocab: tuple[str, ...] = UNIVERSAL) -> tuple[torch.Tensor, torch.Tensor]:
     """Soft targets over ``vocab`` (uniform over a record's known types) and a mask of records that have one."""
     target = torch.zeros(len(labels), len(vocab))
@@ -219,9 +246,12 @@ class DiffRestorer(Method):
         self.control_network = ControlNetModel.from_unet(self.unet, conditioning_channels=config.control_width,
                                                          conditioning_embedding_out_channels=(config.control_width,))
         self.control_network.requires_grad_(True)
-        self.refinement = nn.ModuleList(RefinementBlock(c, c_lq, config.degradation_dim) if c_lq else nn.Identity()
-                                        for c, c_lq in self._refinement_shapes())
+        # DRBs on z_1, z_2, z_3 (Sec. III-D): refinement[i - 1] refines the decoder feature at 1/2^i
+        self.refinement = nn.ModuleList(RefinementBlock(c, c_lq, config.degradation_dim)
+                                        for _, c, c_lq in refinement_scales(self.vae.config))
         self.refinement.requires_grad_(False)
+        self.stage1_from: str | None = None  # where the stage-1 weights came from (stage two)
+        self._stage1_error = ""
         self.discriminator = PatchDiscriminator(width=config.disc_width) \
             if config.stage == 2 and config.lambda_adv else None
         if config.stage == 2:  # stage two: only the decoder and its refinement blocks (and a discriminator) learn
@@ -231,23 +261,6 @@ class DiffRestorer(Method):
             if self.discriminator is not None:
                 self.discriminator.requires_grad_(True)
         self._vgg: VGGPerceptual | None = None  # built at the first stage-2 step (prediction does not need it)
-
-    @torch.no_grad()
-    def _refinement_shapes(self) -> list[tuple[int, int]]:
-        """Per VAE up block: its output channels and those of the LQ encoder feature of the same size (0: none)."""
-        dev = self.vae.decoder.conv_in.weight.device
-        if dev.type == "meta":  # counting parameters only: the SD 1.5 VAE's layout, block_out reversed
-            ch = list(reversed(self.vae.config.block_out_channels))
-            return [(c, c) for c in ch]
-        size = 8 * self.latent_factor
-        feats = {f.shape[-1]: f.shape[1] for f in self.lq_features(torch.zeros(1, 3, size, size, device=dev))}
-        dec = self.vae.decoder
-        h = dec.mid_block(dec.conv_in(torch.zeros(1, self.vae.config.latent_channels, 8, 8, device=dev)), None)
-        out = []
-        for block in dec.up_blocks:
-            h = block(h, None)
-            out.append((h.shape[1], feats.get(h.shape[-1], 0)))
-        return out
 
     @property
     def frozen_modules(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -267,9 +280,17 @@ class DiffRestorer(Method):
             from dataclasses import replace
 
             config = replace(config, vgg19_weights=str(Path(base) / "vgg19"))
+        if config.stage == 2 and not config.stage1_checkpoint:
+            raise ConfigError("stage 2 needs stage1_checkpoint: a stage-1 run folder (got None); "
+                              "train with --stage 1 first, then --stage 2 --set stage1_checkpoint=RUN")
         model = cls(config, parts, image_encoder)
         if config.stage == 2:
-            model.load_stage1(config.stage1_checkpoint)
+            # Training starts from these weights. A stage-2 checkpoint carries its own copy, so when the
+            # folder is not there (prediction elsewhere) the error waits for a step that would need it.
+            try:
+                model.load_stage1(config.stage1_checkpoint)
+            except ConfigError as e:
+                model._stage1_error = str(e)
         return model
 
     def load_stage1(self, path: str | None) -> None:
@@ -278,14 +299,45 @@ class DiffRestorer(Method):
 
         from . import checkpoint as ckpt
 
-        folder = ckpt.latest(path) if path else None
+        folder = ckpt.latest(path) if path and Path(path).is_dir() else None
         if folder is None:
-            raise ConfigError(f"stage 2 needs stage1_checkpoint: a stage-1 run folder (got {path!r}); "
-                              "train with --stage 1 first, then --stage 2 --set stage1_checkpoint=RUN")
+            raise ConfigError(f"stage 2 needs stage1_checkpoint: a stage-1 run folder (got {path!r}, not a folder "
+                              f"with a checkpoint from {Path.cwd()}); train with --stage 1 first, then --stage 2 "
+                              "--set stage1_checkpoint=RUN")
         state = load_file(folder / "model.safetensors")
-        missing = self.load_state_dict(state, strict=False)
-        if missing.unexpected_keys:
-            raise ConfigError(f"{folder}: not a Diff-Restorer stage-1 checkpoint ({missing.unexpected_keys[:3]})")
+        names = self._stage1_names()
+        if set(state) != names:
+            odd = sorted(set(state) ^ names)[:3]
+            raise ConfigError(f"{folder}: not a Diff-Restorer stage-1 checkpoint of this config (differs in {odd})")
+        self.load_state_dict(state, strict=False)
+        self.stage1_from = str(folder.resolve())
+        self._stage1_error = ""
+
+    def _stage1_names(self) -> set[str]:
+        """Names of the tensors stage one trains (what its checkpoint holds)."""
+        return {n for n, _ in self.named_parameters() if n.split(".", 1)[0] in STAGE1_MODULES}
+
+    def _require_stage1(self) -> None:
+        if self.config.stage == 2 and self.stage1_from is None:
+            raise ConfigError(self._stage1_error or "stage 2 without stage-1 weights: load a stage-2 checkpoint")
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained tensors; in stage two also the stage-1 weights it was built on (a self-contained run)."""
+        state = super().trainable_state_dict()
+        if self.config.stage == 2:
+            own = self.state_dict()
+            state.update({n: own[n].detach().contiguous() for n in sorted(self._stage1_names())})
+        return state
+
+    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a checkpoint; a stage-2 one brings its stage-1 weights and the stage-1 folder is not read."""
+        if self.config.stage == 2 and not self._stage1_names() <= set(state):
+            raise ValueError("this stage-2 checkpoint lacks the stage-1 weights it was built on (written before "
+                             "pirs stored them there): train stage 2 again")
+        super().load_trainable_state_dict(state)
+        if self.config.stage == 2:
+            self.stage1_from = "stage-2 checkpoint"
+            self._stage1_error = ""
 
     # ------------------------------------------------------------------ pieces
 
@@ -307,28 +359,34 @@ class DiffRestorer(Method):
                          mid_block_additional_residual=mid).sample
 
     def lq_features(self, lq: torch.Tensor) -> list[torch.Tensor]:
-        """The VAE encoder's features of the LQ image after conv_in and each down block."""
+        """``z_1^lq .. z_n^lq``: the VAE encoder's features of the LQ after each downsampling stage (Sec. III-D)."""
         enc = self.vae.encoder
         h = enc.conv_in(lq)
-        feats = [h]
-        for block in enc.down_blocks:
+        feats = []
+        for block in enc.down_blocks[:-1]:  # the last down block keeps the latent size: no z^lq there
             h = block(h)
             feats.append(h)
         return feats
 
     def decode(self, z: torch.Tensor, lq: torch.Tensor | None = None, p_d: torch.Tensor | None = None) -> torch.Tensor:
-        """The VAE decoder; with ``lq`` and ``p_d``, the Degradation-aware Decoder (refinement after each up block)."""
+        """The VAE decoder; with ``lq`` and ``p_d``, the Degradation-aware Decoder (Fig. 6).
+
+        ``z_i`` at 1/2^i is refined before the up block that leaves that size: ``z_3`` (1/8) after
+        the mid block, then ``z_2`` (1/4) and ``z_1`` (1/2) after the up blocks that reach them.
+        """
         dec = self.vae.decoder
         z = z / self.vae.config.scaling_factor
         if lq is None:
             return self.vae.decode(z).sample
         z = self.vae.post_quant_conv(z) if self.vae.post_quant_conv is not None else z
         h = dec.mid_block(dec.conv_in(z), None)
-        by_size = {f.shape[-1]: f for f in self.lq_features(lq)}
-        for block, refine in zip(dec.up_blocks, self.refinement, strict=True):
+        z_lq = self.lq_features(lq)
+        levels = len(dec.up_blocks)
+        for j, block in enumerate(dec.up_blocks):
+            i = levels - 1 - j  # h is at 1/2^i of the image here
+            if i >= 1:
+                h = self.refinement[i - 1](h, z_lq[i - 1], p_d)
             h = block(h, None)
-            if isinstance(refine, RefinementBlock):
-                h = refine(h, by_size[h.shape[-1]], p_d)
         return dec.conv_out(dec.conv_act(dec.conv_norm_out(h)))
 
     # ------------------------------------------------------------------ train / predict
@@ -345,6 +403,7 @@ class DiffRestorer(Method):
 
     def training_step(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Stage 1: ``L_diff + L_deg + L_rec`` (Eq. 7); stage 2: ``L_gen (+ L_per, L_adv)`` (Eq. 8)."""
+        self._require_stage1()
         hq, lq = batch["hq"], batch["lq"]
         z0 = vae_latents(self.vae, hq)
         p_s, p_d = self.visual_prompts(lq)
@@ -381,6 +440,7 @@ class DiffRestorer(Method):
         The visual prompts come from the whole LQ image (CLIP sees it resized, Sec. III-B);
         the control encoder runs on the LQ pixels under each tile, once per tile.
         """
+        self._require_stage1()
         p = protocol
         sched = make_sampler(p.sampler, self.scheduler_config, p.steps)
         lq = batch["lq"]
