@@ -4,6 +4,9 @@
     leaderboard render --results results/ --out site/       # + every results JSON in results/
     leaderboard render --results results/ --out site/ --test-set-alias realesrgan-x4=div2k-val \\
         --method-alias my-dpir=DPIR
+    leaderboard reproduce --list                            # every paper table setting
+    leaderboard reproduce diff-restorer:table-i:diffrestorer-haze --method diffrestorer \\
+        --checkpoint runs/dr --source /data/RESIDE/SOTS/outdoor --work repro/dr-haze [--dry-run]
 
 Exit status: 0 on success, 2 on bad input (a malformed results file, a bad alias, a folder
 that is not ours to overwrite), with one message naming the file and the field.
@@ -71,7 +74,93 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-papers", action="store_true", help="leave the paper tables out (our results alone)")
     r.add_argument("--no-plots", action="store_true", help="do not draw the perception-distortion plots")
     r.add_argument("--quiet", action="store_true", help="print only errors")
+    _reproduce_parser(sub)
     return parser
+
+
+REPRODUCE_EPILOG = """\
+stages (each writes what its own command writes; a rerun skips what is complete):
+  WORK/testset/                 degrade testset ID --source DIR (reused when its manifest names ID)
+  WORK/predictions/NAME/        restore predict (the checkpoint's config protocol; resumes image by image),
+                                or bench baseline (identity, bicubic, lanczos, spandrel --checkpoint FILE)
+  WORK/results/NAME.json        bench evaluate with exactly the metrics of the table
+  WORK/leaderboard/             leaderboard render of that test set, NAME matched to the paper's method
+  WORK/reproduction.md, .json   paper value, ours, difference, better or worse by the metric's direction
+"""
+
+
+def _reproduce_parser(sub) -> None:
+    p = sub.add_parser("reproduce", help="reproduce one paper table setting: test set, predictions, scores, view",
+                       description="Build or reuse a paper table setting's test set, restore it with a method and "
+                                   "checkpoint under the method's protocol, score exactly the table's metrics and "
+                                   "show our numbers beside the paper's.",
+                       epilog=REPRODUCE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("setting", nargs="?", help="PAPER:TABLE:TEST_SET (see --list), PAPER:TEST_SET, or a test-set id "
+                                              "that one table holds")
+    p.add_argument("--list", action="store_true", help="list every paper table setting and exit")
+    p.add_argument("--method", help="spire, xpsr, diffrestorer, dpir, identity, bicubic, lanczos or spandrel")
+    p.add_argument("--checkpoint", help="a run folder of `restore train` (pirs methods) or a weights file (spandrel)")
+    p.add_argument("--source", help="the test set's raw data folder (not needed once WORK/testset is built)")
+    p.add_argument("--testset", help="an already built test-set folder to use instead of WORK/testset")
+    p.add_argument("--work", help="working folder for the four stages")
+    p.add_argument("--name", help="our row's method name (default: the method, or spandrel's architecture)")
+    p.add_argument("--paper-method", help="the paper row to compare with (default: the method's paper name)")
+    p.add_argument("--base", help="local base-model folder (default: the one the checkpoint trained on)")
+    p.add_argument("--weights-dir", help="metric weights folder (as bench evaluate)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    p.add_argument("--workers", type=int, default=1, help="processes building the test set (default 1)")
+    p.add_argument("--limit", type=int, help="only the first N test images (a quick look; marked partial)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise (default 0)")
+    p.add_argument("--metrics", help="score only these of the table's metrics (comma-separated), e.g. while some "
+                                     "weight files are missing; the view says which were left out")
+    for flag, typ in (("--steps", int), ("--guidance-scale", float), ("--tile-size", int), ("--tile-overlap", int),
+                      ("--color-fix", str), ("--process-size", int)):
+        p.add_argument(flag, type=typ, default=None, help="override the protocol's " + flag[2:].replace("-", "_"))
+    p.add_argument("--dry-run", action="store_true", help="print the plan and load nothing")
+    p.add_argument("--json", action="store_true", help="with --dry-run or --list: print JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_reproduce(args) -> int:
+    import json
+
+    from .reproduce import ReproduceConfig, ReproduceError, format_plan, plan, run, table_settings
+
+    if args.list:
+        settings = table_settings()
+        if args.json:
+            print(json.dumps([{"key": s.key, "paper": s.paper, "table": s.table, "label": s.label,
+                               "test_set": s.test_set, "metrics": [m for m, _ in s.metrics],
+                               "methods": s.methods} for s in settings], indent=2))
+            return 0
+        width = max(len(s.key) for s in settings)
+        for s in settings:
+            print(f"{s.key:{width}s}  {s.label}: {', '.join(m for m, _ in s.metrics)}")
+        return 0
+    missing = [f for f, v in (("SETTING", args.setting), ("--method", args.method), ("--work", args.work)) if not v]
+    if missing:
+        print(f"leaderboard reproduce: error: {', '.join(missing)} required (see --list and --help)", file=sys.stderr)
+        return 2
+    protocol = {k: getattr(args, k) for k in ("steps", "guidance_scale", "tile_size", "tile_overlap", "color_fix",
+                                               "process_size") if getattr(args, k) is not None}
+    cfg = ReproduceConfig(setting=args.setting, method=args.method, work=args.work, checkpoint=args.checkpoint,
+                          source=args.source, testset=args.testset, name=args.name, paper_method=args.paper_method,
+                          base=args.base, weights_dir=args.weights_dir, device=args.device, workers=args.workers,
+                          limit=args.limit, seed=args.seed, protocol=protocol, progress=not args.quiet,
+                          metrics=[m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None)
+    try:
+        if args.dry_run:
+            p = plan(cfg)
+            print(json.dumps(p, indent=2, default=str) if args.json else format_plan(p))
+            return 0
+        out = run(cfg, log=(lambda m: None) if args.quiet else (lambda m: print(m, flush=True)))
+    except (ReproduceError, ValueError, FileNotFoundError, FileExistsError, RuntimeError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"leaderboard reproduce: error: {msg}", file=sys.stderr)
+        return 2
+    print(out["view"], end="")
+    print(f"written: {out['paths']['view_md']}, {out['paths']['leaderboard']}/index.html")
+    return 0
 
 
 def _aliases(args):
@@ -116,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "render":
         return cmd_render(args)
+    if args.command == "reproduce":
+        from pirs.degrade.fs import run_cli
+
+        return run_cli("leaderboard reproduce", cmd_reproduce, args)
     parser.print_help(sys.stderr)
     return 2
 

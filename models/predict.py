@@ -228,6 +228,9 @@ def predict(pc: PredictConfig) -> dict:
         for name in existing:
             (out / name).unlink()
         (out / "run.json").unlink(missing_ok=True)
+    done = _complete_run(out, digest, n, data)
+    if done is not None and not pc.overwrite:
+        return done  # every image of these settings is there: nothing to do, nothing rewritten
     write_json(progress, {"settings_sha256": digest, "settings": settings})
     prompts: dict[str, dict[str, str]] = {}
     resized = skipped = 0
@@ -263,9 +266,22 @@ def predict(pc: PredictConfig) -> dict:
            "tile_overlap": protocol.tile_overlap, "color_fix": protocol.color_fix, "seed": pc.seed,
            "tiles_per_pass": pc.batch_size, "input": str(pc.input), "blind": pc.blind, "prompts": prompts,
            "output_size": "each record's HQ size (real photos: LQ size x scale), restored at that size in tiles",
-           "resized": resized, "resumed": skipped, "count": n, "pirs": PIRS_VERSION}
+           "resized": resized, "resumed": skipped, "count": n, "settings_sha256": digest, "pirs": PIRS_VERSION}
     write_json(out / "run.json", run)
     return run
+
+
+def _complete_run(out: Path, digest: str, n: int, data: ShardPairs) -> dict | None:
+    """The run.json of a finished run with the same settings and every image present, else None."""
+    try:
+        run = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(run, dict) or run.get("settings_sha256") != digest or run.get("count") != n:
+        return None
+    if all((out / f"{data.items[i][1]}.png").is_file() for i in range(n)):
+        return run
+    return None
 
 
 def _texts(rec: dict, data: ShardPairs, pc: PredictConfig) -> dict:

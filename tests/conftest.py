@@ -38,6 +38,38 @@ def lol_tree(root: Path, n: int) -> Path:
     return root
 
 
+def random_metric_weights(root: Path) -> Path:
+    """A weights dir with random LPIPS (alex), MUSIQ and FID-Inception checkpoints under their real names."""
+    import torch
+    import torchvision
+    from pyiqa.archs import inception
+    from pyiqa.archs.lpips_arch import NetLinLayer
+    from pyiqa.archs.musiq_arch import MUSIQ
+
+    def save(obj, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(obj, path)
+
+    torch.manual_seed(0)
+    save(torchvision.models.alexnet().state_dict(), root / "torch/hub/checkpoints/alexnet-owt-7be5be79.pth")
+    lins = {}
+    for k, ch in enumerate([64, 192, 384, 256, 256]):  # LPIPS' AlexNet channels; weights >= 0 as in LPIPS
+        lins[f"lin{k}.model.1.weight"] = NetLinLayer(ch, use_dropout=True).state_dict()["model.1.weight"].abs()
+    save(lins, root / "torch/hub/pyiqa/LPIPS_v0.1_alex-df73285e.pth")
+    save(MUSIQ(pretrained=False).state_dict(), root / "torch/hub/pyiqa/musiq_koniq_ckpt-e95806b9.pth")
+    real_loader = inception.load_pretrained_network
+    inception.load_pretrained_network = lambda *a, **k: None  # build the FID Inception without its checkpoint
+    try:
+        net = inception.fid_inception_v3()
+    finally:
+        inception.load_pretrained_network = real_loader
+    for m in net.modules():  # keep activations alive through 17 random layers
+        if isinstance(m, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    save(net.state_dict(), root / "torch/hub/pyiqa/pt_inception-2015-12-05-6726825d.pth")
+    return root
+
+
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
     """A folder of five small photos (PNG and JPEG, one in a subfolder)."""

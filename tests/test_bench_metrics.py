@@ -11,7 +11,7 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio as sk_psnr
 from skimage.metrics import structural_similarity as sk_ssim
 
-from conftest import synthetic_photo, write_png
+from conftest import random_metric_weights, synthetic_photo, write_png
 from pirs.benchmark import registry
 from pirs.benchmark.registry import FR, NR, SET, TEXT
 from pirs.benchmark.scorers import (
@@ -215,38 +215,10 @@ def test_scorers_take_batches_and_check_their_inputs(noisy_pair):
 # ---------------------------------------------------------------------------------------------
 
 
-def save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(obj, path)
-
-
 @pytest.fixture(scope="module")
 def random_weights(tmp_path_factory) -> Path:
     """A weights dir with random LPIPS (alex), MUSIQ, FID-Inception checkpoints under their real names."""
-    import torchvision
-    from pyiqa.archs import inception
-    from pyiqa.archs.lpips_arch import NetLinLayer
-    from pyiqa.archs.musiq_arch import MUSIQ
-
-    root = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    save(torchvision.models.alexnet().state_dict(), root / "torch/hub/checkpoints/alexnet-owt-7be5be79.pth")
-    lins = {}
-    for k, ch in enumerate([64, 192, 384, 256, 256]):  # LPIPS' AlexNet channels; weights >= 0 as in LPIPS
-        lins[f"lin{k}.model.1.weight"] = NetLinLayer(ch, use_dropout=True).state_dict()["model.1.weight"].abs()
-    save(lins, root / "torch/hub/pyiqa/LPIPS_v0.1_alex-df73285e.pth")
-    save(MUSIQ(pretrained=False).state_dict(), root / "torch/hub/pyiqa/musiq_koniq_ckpt-e95806b9.pth")
-    real_loader = inception.load_pretrained_network
-    inception.load_pretrained_network = lambda *a, **k: None  # build the FID Inception without its checkpoint
-    try:
-        net = inception.fid_inception_v3()
-    finally:
-        inception.load_pretrained_network = real_loader
-    for m in net.modules():  # keep activations alive through 17 random layers
-        if isinstance(m, torch.nn.Conv2d):
-            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    save(net.state_dict(), root / "torch/hub/pyiqa/pt_inception-2015-12-05-6726825d.pth")
-    return root
+    return random_metric_weights(tmp_path_factory.mktemp("weights"))
 
 
 def photos_batch(n: int, seed: int, size: int = 64) -> torch.Tensor:
