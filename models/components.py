@@ -56,17 +56,17 @@ def check_local(base: str, files: dict[str, list[str]] = SD_FILES, hint: str = S
     return root
 
 
-def load_sd(base: str) -> SDComponents:
-    """Load SD 1.5-style components from a local diffusers folder."""
+def load_sd(base: str, unet: bool = True) -> SDComponents:
+    """Load SD 1.5-style components from a local diffusers folder (``unet=False``: all but the UNet, left None)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import AutoTokenizer, CLIPTextModel
 
-    root = check_local(base)
+    root = check_local(base, SD_FILES if unet else {k: v for k, v in SD_FILES.items() if k != "unet"})
     kw = {"local_files_only": True}
     import json
 
     return SDComponents(
-        unet=UNet2DConditionModel.from_pretrained(root / "unet", **kw),
+        unet=UNet2DConditionModel.from_pretrained(root / "unet", **kw) if unet else None,
         vae=AutoencoderKL.from_pretrained(root / "vae", **kw),
         text_encoder=CLIPTextModel.from_pretrained(root / "text_encoder", **kw),
         tokenizer=AutoTokenizer.from_pretrained(root / "tokenizer", **kw),
@@ -75,7 +75,7 @@ def load_sd(base: str) -> SDComponents:
 
 
 TINY_CORPUS = [
-    "Remove all degradation", "Deblur with sigma 2.1", "Upsample to 3.2x", "Denoise with sigma 15",
+    "Remove all degradation", "Deblur with sigma 2.1", "Upsample to 3.2x", "Denoise with sigma 0.06",
     "Dejpeg with quality 45", "Remove the haze", "Remove the rain", "Remove the snow", "Remove the raindrops",
     "Brighten the low-light image", "a photo of a red house and a green field under a blue sky",
     "the image is blurry noisy dark with jpeg artifacts, low contrast", "0123456789 .,;:!?'()-_/",
