@@ -9,19 +9,25 @@ Sections 3.3-3.4 and Eq. 2 of the paper, on diffusers parts:
   **concatenated** with a trainable **downsampled embedding of the degraded image**
   (``LQEmbedding``: strided convolutions to the latent's size, Sec. 3.4 "Conditioning on
   the Degraded Image") and cross-attends to the CLIP embedding of the **restoration
-  prompt** ("Deblur with sigma 2.1; Denoise with sigma 15", Sec. 3.4);
+  prompt** ("Deblur with sigma 2.1; Denoise with sigma 0.06", Sec. 3.4 and 4.4);
 - the **modulation fusion layer** (Sec. 3.4): every encoder feature ``c`` is turned by a
   zero-initialized convolution into ``gamma, beta`` and fuses into the frozen UNet's skip
   connection as ``(1 + gamma) * skip + beta`` (the mid feature the same way); at
   initialization the model is exactly the frozen UNet;
-- training: the epsilon-prediction loss of Eq. 2 on latents of the HQ image; prompt
-  dropout of both prompts is a data option; inference: deterministic DDIM (Sec. 3.1)
-  with the restoration and semantic prompts set by the user, or blind
-  ("Remove all degradation" with an empty semantic prompt).
+- training: the epsilon-prediction loss of Eq. 2 on latents of the HQ image, with two
+  prompt dropouts: the semantic prompt alone becomes ``""`` (Sec. 4.1, ``semantic_dropout``,
+  drawn by the data loader), and the whole text condition, both prompts, becomes ``""``
+  (Sec. 3.1 "the condition is randomly dropped out ... to make the model unconditional",
+  ``condition_dropout``, drawn here), so the null condition of classifier-free guidance is
+  a trained one;
+- inference: deterministic DDIM (Sec. 3.1) with the restoration and semantic prompts set by
+  the user, or blind ("Remove all degradation" with an empty semantic prompt, Sec. 1), and
+  optionally classifier-free guidance ``eps_null + g * (eps - eps_null)`` against that null
+  condition (Sec. 3.1).
 
-Documented choices where the paper is silent: the LQ embedding's width and depth
-(ControlNet's hint-encoder shape), the VAE latent is the posterior mean, the mid-block
-feature is modulated like the skips, and classifier-free guidance is off by default.
+Documented choices where the paper is silent (``docs/methods/spire.md``): the LQ embedding's
+width and depth, the VAE latent is the posterior mean, the mid-block feature is modulated
+like the skips, the dropout rates, and classifier-free guidance is off by default.
 """
 
 from __future__ import annotations
@@ -133,8 +139,9 @@ class Spire(Method):
         lq_embedding_width: int = 16
         lq_embedding_channels: int = 4
         semantic_field: str = "caption_source"  # record field of the semantic prompt; falls back to caption_high
-        restoration_dropout: float = 0.0
-        semantic_dropout: float = 0.1
+        restoration_dropout: float = 0.0  # the restoration prompt alone to "" (data loader; SPIRE never does)
+        semantic_dropout: float = 0.1  # the semantic prompt alone to "" (data loader; Sec. 4.1)
+        condition_dropout: float = 0.1  # both prompts to "" together (training step; Sec. 3.1)
         resolution: int = 32
         learning_rate: float = 1e-4
         seed: int = 0
@@ -186,14 +193,25 @@ class Spire(Method):
         """The restoration and semantic prompts of a batch (after the data loader's dropout)."""
         return list(batch["restoration_prompt"]), list(batch["semantic_prompt"])
 
+    def drop_condition(self, r_prompts: list[str], s_prompts: list[str], generator: torch.Generator
+                       ) -> tuple[list[str], list[str]]:
+        """Sec. 3.1: each sample's text condition is dropped, both prompts to ``""``, with chance
+        ``condition_dropout`` (one draw per sample from ``generator``; none when the rate is 0)."""
+        if self.config.condition_dropout <= 0:
+            return r_prompts, s_prompts
+        drop = (torch.rand(len(r_prompts), generator=generator) < self.config.condition_dropout).tolist()
+        return ([("" if d else r) for d, r in zip(drop, r_prompts, strict=True)],
+                [("" if d else s) for d, s in zip(drop, s_prompts, strict=True)])
+
     # ------------------------------------------------------------------ train / predict
 
     def training_step(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """Eq. 2: || eps - eps_theta(z_t, t, x_lq, c_restoration, c_semantic) ||^2."""
+        """Eq. 2: || eps - eps_theta(z_t, t, x_lq, c_restoration, c_semantic) ||^2, the condition dropped
+        as Sec. 3.1 says (drawn after the noise and timesteps, which stay those of ``generator``)."""
         sched = self.scheduler("ddpm")
         z0 = self.latents(batch["hq"])
         noise, t, z_t = noised_latents(sched, z0, generator)
-        r_prompts, s_prompts = self.prompts(batch)
+        r_prompts, s_prompts = self.drop_condition(*self.prompts(batch), generator)
         pred = self.eps(z_t, t, batch["lq"], self.text(r_prompts), self.text(s_prompts))
         target = diffusion_target(sched, z0, noise, t)
         loss = F.mse_loss(pred.float(), target.float())
@@ -204,7 +222,8 @@ class Spire(Method):
                 tile_batch: int = 1, **_: object) -> torch.Tensor:
         """DDIM from noise with the batch's restoration and semantic prompts (Sec. 3.1), over latent tiles.
 
-        With guidance ``g != 1`` the unconditional pass (both prompts empty, Sec. 3.1) is
+        With guidance ``g != 1`` the unconditional pass (both prompts the protocol's
+        ``negative_prompt``, ``""``: the condition that ``condition_dropout`` trains, Sec. 3.1) is
         computed once per step and tile: ``eps_null + g * (eps - eps_null)``.
         """
         p = protocol

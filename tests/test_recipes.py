@@ -251,6 +251,7 @@ def test_parameterized_ranges_hold_the_papers_test_prompts():
     for unit in (0.06, 0.24):  # Sec. 4.4 / Fig. 7, on the 0-1 scale
         assert noise.sigma[0] <= unit * 255 <= noise.sigma[1] and noise.unit_decimals == 2
     assert down.range[0] <= 1 / 6.0 <= down.range[1] and down.upsample_decimals == 1  # Fig. 9 "Upsample to 6.0x"
+    assert blur.kernel_sizes == [7, 9, 11, 13, 15, 17, 19, 21] and blur.kernel_types == {"iso": 1.0}  # Real-ESRGAN's
 
 
 def test_parameterized_at_scale_4_says_the_whole_upsample():
