@@ -88,6 +88,10 @@ def load_trained(path: str, method: str | None = None, base: str | None = None, 
     """The method built from a run folder's (or a checkpoint's) trainer.json, with its trained weights."""
     folder = ckpt.latest(path)
     if folder is None:
+        from .xpsr import is_official_checkpoint, load_official
+
+        if is_official_checkpoint(path):  # XPSR's released unet/ + controlnet/ (docs/methods/xpsr.md)
+            return load_official(path, base, method)
         raise FileNotFoundError(f"{path}: no checkpoint (a folder with trainer.json, or a run folder with "
                                 f"{ckpt.PREFIX}*/ inside); train one with `restore train`")
     meta = json.loads((folder / "trainer.json").read_text())
@@ -206,7 +210,8 @@ def predict(pc: PredictConfig) -> dict:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    settings = {"checkpoint": str(folder.resolve()), "weights_sha256": ckpt.weights_sha256(folder),
+    sha = meta.get("weights_sha256") or ckpt.weights_sha256(folder)  # an official XPSR folder brings its own
+    settings = {"checkpoint": str(folder.resolve()), "weights_sha256": sha,
                 "ema": pc.use_ema, "protocol": dataclasses.asdict(protocol), "seed": pc.seed,
                 "input": str(pc.input), "blind": pc.blind, "restoration_prompt": pc.restoration_prompt,
                 "semantic_prompt": pc.semantic_prompt}

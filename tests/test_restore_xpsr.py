@@ -21,7 +21,7 @@ from pirs.models.data import ShardPairs, collate
 from pirs.models.method import ConfigError, configs_dir, load_config
 from pirs.models.predict import PredictConfig, load_trained, predict
 from pirs.models.train import TrainConfig, build_method, data_options, train
-from pirs.models.xpsr import NEGATIVE_LOW_PROMPT, Xpsr, read_official_weights
+from pirs.models.xpsr import NEGATIVE_LOW_PROMPT, Xpsr, official_weights_sha256, read_official_weights
 from pirs.models.xpsr_net import TRAINABLE_UNET_MODULES, attend, controlnet_forward, tokens, unet_forward
 
 FIXTURES = Path(__file__).parent / "fixtures" / "xpsr"
@@ -342,20 +342,28 @@ def _official_folder(root: Path, fixture: dict, seed: int = 0, bin_controlnet: b
     return states
 
 
-def test_the_official_checkpoint_loads_name_for_name(tmp_path) -> None:
-    """Official names and shapes (written down from the official module definitions, tests/fixtures/xpsr)
-    map one to one onto pirs' UNet and ControlNet parameters, and the prediction uses them."""
+@pytest.fixture(scope="module")
+def official(tmp_path_factory) -> tuple[Path, Path, dict, dict]:
+    """(official folder, SD base folder, fixture, the folder's tensors): a tiny SD-1.5-structured release."""
     from diffusers import AutoencoderKL
 
+    root = tmp_path_factory.mktemp("official")
     fixture = json.loads((FIXTURES / "official_tiny.json").read_text())
     parts = tiny_sd(seed=1)
     parts.vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 3,
                               up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(4, 8, 8),
                               latent_channels=4, layers_per_block=1, norm_num_groups=4, sample_size=16)
-    save_sd(parts, str(tmp_path / "sd"))
-    states = _official_folder(tmp_path / "official", fixture, bin_controlnet=True)
+    save_sd(parts, str(root / "sd"))
+    states = _official_folder(root / "official", fixture, bin_controlnet=True)
+    return root / "official", root / "sd", fixture, states
+
+
+def test_the_official_checkpoint_loads_name_for_name(official) -> None:
+    """Official names and shapes (written down from the official module definitions, tests/fixtures/xpsr)
+    map one to one onto pirs' UNet and ControlNet parameters, and the prediction uses them."""
+    folder, sd, fixture, states = official
     tiny = load_config("xpsr", "tiny", ["steps=2", "guidance_scale=2.0"])
-    m = Xpsr.from_official(str(tmp_path / "official"), str(tmp_path / "sd"), tiny)
+    m = Xpsr.from_official(str(folder), str(sd), tiny)
     names = m.official_names()
     official = {f"{part}/{k}" for part in ("unet", "controlnet") for k in fixture[part]}
     assert set(names) == official and len(set(names.values())) == len(names)
@@ -381,7 +389,19 @@ def test_the_official_checkpoint_loads_name_for_name(tmp_path) -> None:
     wrong.pop("conv_degradation_mid.0.bias")
     with pytest.raises(ValueError, match="1 missing"):
         m.load_official_state(states["unet"], wrong)
-    assert set(read_official_weights(tmp_path / "official" / "controlnet")) == set(fixture["controlnet"])
+    assert set(read_official_weights(folder / "controlnet")) == set(fixture["controlnet"])
+
+
+def test_restore_predict_reads_an_official_checkpoint_folder(tmp_path, official, shards) -> None:
+    """A folder with unet/ and controlnet/ and no trainer.json: predict builds XPSR from it and --base."""
+    folder, sd, _, _ = official
+    with pytest.raises(ConfigError, match="--base"):
+        load_trained(str(folder))
+    run_json = predict(PredictConfig(checkpoint=str(folder), input=str(shards), out=str(tmp_path / "p"), base=str(sd),
+                                     method="xpsr", steps=1, process_size=0, limit=2, progress=False))
+    assert run_json["method"] == "xpsr" and run_json["count"] == 2 and run_json["guidance_scale"] == 4.5
+    assert run_json["weights_sha256"] == official_weights_sha256(str(folder))
+    assert len(list((tmp_path / "p").glob("*.png"))) == 2
 
 
 def test_real_size_parameter_counts_match_the_official_modules() -> None:
@@ -416,3 +436,17 @@ def test_sd15_config_cites_a_source_for_every_value() -> None:
     keys = [re.match(r"^(\w+):", ln).group(1) for ln in lines]
     assert all("  # " in ln for ln in lines), [ln for ln in lines if "  # " not in ln]
     assert set(keys) == {f.name for f in dataclasses.fields(Xpsr.Config)}
+
+
+def test_sd15_protocol_is_the_official_test_config() -> None:
+    """configs/xpsr_test.yaml, test.py and pipeline_xpsr.py, as read (docs/methods/xpsr.md)."""
+    c = load_config("xpsr", "sd15")
+    assert (c.steps, c.sampler, c.guidance_scale, c.process_size, c.color_fix, c.fit) == (20, "ddpm", 4.5, 512,
+                                                                                         "adain", "resize")
+    assert c.added_prompt == "clean, high-resolution, 8k, high quality, clear text."
+    assert c.negative_prompt == "blurry, dotted, noise, raster lines, unclear, lowres, over-smoothed."
+    assert (c.negative_low_prompt, c.start_from_lq, c.added_noise_level) == (NEGATIVE_LOW_PROMPT, True, 800)
+    assert (c.tile_size, c.tile_overlap, c.vae_decoder_tile, c.vae_encoder_tile * 8) == (320, 8, 224, 1024)
+    assert (c.hint_channels, c.controlnet_lowlevel, c.unet_lowlevel_mid, c.unet_lowlevel_up) == (
+        [16, 32, 96, 256], True, False, None)
+    assert (c.dfc_weight, c.learning_rate, c.resolution, c.train_caption_high) == (0.05, 5e-5, 512, False)
