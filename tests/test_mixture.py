@@ -157,6 +157,12 @@ def test_rerun_resumes_and_loads(mixture, tmp_path) -> None:
     ds = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache"))
     assert ds.num_rows == 8 * PER_TYPE  # the mixture only, not the parts beneath it
     assert sorted(index_samples(out / "shard-000000.tar")) == [f"{i:08d}" for i in range(8 * PER_TYPE)]
+    # "all images are resized to 512x512 for training": the trainer resizes every pair, whatever its size
+    from pirs.models.data import DataOptions, ShardPairs
+
+    data = ShardPairs(str(out), DataOptions(resolution=32))
+    assert len(data) == 8 * PER_TYPE
+    assert {tuple(data.sample(i)[k].shape) for i in range(len(data)) for k in ("hq", "lq")} == {(3, 32, 32)}
 
 
 def test_selection_and_augmentation_are_seeded_pure_functions() -> None:

@@ -42,7 +42,7 @@ def shards(tmp_path_factory, photos_dir) -> Path:
 def stage1(tmp_path_factory, shards) -> Path:
     out = tmp_path_factory.mktemp("dr") / "stage1"
     train(TrainConfig(method="diffrestorer", data=str(shards), out=str(out), max_steps=4, batch_size=2,
-                      checkpoint_every=2, progress=False, learning_rate=3e-3))
+                      checkpoint_every=2, progress=False, learning_rate=3e-3, log_every=1))
     return out
 
 
@@ -143,7 +143,8 @@ def test_losses_are_eq_7(shards) -> None:
     batch = ShardPairs(str(shards), data_options(m, 0)).batch(0, 4)
     out = m.training_step(batch, torch.Generator().manual_seed(0))
     torch.testing.assert_close(out["loss"], out["diff"] + out["deg"] + out["rec"], rtol=1e-5, atol=1e-6)
-    _, p_d = m.visual_prompts(batch["lq"])
+    p_s, p_d = m.visual_prompts(batch["lq"])
+    assert p_s.shape == (4, 1, m.unet.config.cross_attention_dim)  # P_S: one token in place of the text
     target, has = label_targets(batch["labels"])
     want = F.cross_entropy(m.prompt_processor.classifier(p_d)[has], target[has])
     torch.testing.assert_close(out["deg"], want.detach())
@@ -244,6 +245,13 @@ def test_protocol_and_optimiser_are_the_papers(stage1, shards, tmp_path) -> None
     for stage in (1, 2):
         cfg = load_config("diffrestorer", "sd15", [f"stage={stage}"])
         assert (cfg.steps, cfg.sampler, cfg.learning_rate) == (20, "unipc", 1e-5)
+    # where the paper is silent: no guidance and no colour fix; tiles of the 512-px training size
+    assert (cfg.guidance_scale, cfg.color_fix, cfg.tile_size * 8, cfg.resolution) == (1.0, "none", 512, 512)
+    # AdamW with torch's default weight decay and a constant learning rate (the paper names neither)
+    opt = json.loads((stage1 / "checkpoint-0000004" / "optimizer.json").read_text())
+    assert opt["param_groups"][0]["weight_decay"] == 0.01
+    lrs = [json.loads(line)["lr"] for line in (stage1 / "log.jsonl").read_text().splitlines()]
+    assert lrs == [3e-3] * 4
     text = (configs_dir("diffrestorer") / "sd15.yaml").read_text()
     lr_line = next(line for line in text.splitlines() if line.startswith("learning_rate:"))
     assert "batch size 16" in lr_line and "batch size is 4" in lr_line and "IV-A" in lr_line
@@ -287,6 +295,9 @@ def test_real_size_model_has_the_papers_shapes_and_counts() -> None:
     assert [x.out_features for x in s_lin] == [768, 768, 768] and s_lin[0].in_features == 768
     assert [x.out_features for x in d_lin] == [256, 256] and pp.classifier.out_features == 8
     assert len(m.control_encoder.blocks) == 4 and len(m.control_decoder.blocks) == 4  # Sec. III-C
+    # pirs: 64 channels, down to the latent size by stride-2 convolutions between the first blocks
+    strides = [d.stride for d in m.control_encoder.down if isinstance(d, torch.nn.Conv2d)]
+    assert m.control_encoder.conv_in.out_channels == 64 and strides == [(2, 2)] * 3
     assert m.control_encoder.blocks[0].modulation.in_features == 256
     assert count(m.prompt_processor) == 2_040_072
     assert m.parameter_counts() == {"trainable": 363_520_651, "frozen": 1_272_902_827, "total": 1_636_423_478}
