@@ -369,3 +369,25 @@ def test_sd15_config_cites_every_value() -> None:
     assert (c.resolution, c.learning_rate, c.lq_embedding_width, c.semantic_field) == (512, 5e-5, 128,
                                                                                        "caption_source")
 
+
+def test_mid_feature_is_modulated_like_the_skips() -> None:
+    """The mid-block feature fuses as ``(1 + gamma) * mid + beta`` too (a pirs choice, docs/methods/spire.md)."""
+    m = build_method("spire", "tiny", [], None)
+    z, t = torch.randn(1, 4, 16, 16), torch.tensor([500])
+    lq, s = torch.rand(1, 3, 32, 32) * 2 - 1, m.text(["a photo"])
+    r = m.text(["Deblur with sigma 2.0"])
+    plain = m.unet(z, t, encoder_hidden_states=s).sample
+    with torch.no_grad():
+        m.mid_fusion.to_gamma_beta.bias.fill_(0.5)  # beta = gamma = 0.5 on the mid feature only
+    assert (m.eps(z, t, lq, r, s) - plain).abs().max() > 1e-3
+
+
+def test_lq_embedding_reaches_the_latent_grid_and_starts_at_zero() -> None:
+    m = build_method("spire", "tiny", [], None)
+    lq = torch.rand(2, 3, 32, 48) * 2 - 1
+    assert m.lq_embedding(lq).shape == (2, m.config.lq_embedding_channels, 32 // m.latent_factor,
+                                        48 // m.latent_factor)
+    latent_in = m.unet.conv_in.in_channels
+    assert torch.count_nonzero(m.encoder.conv_in.weight[:, latent_in:]) == 0
+    assert torch.equal(m.encoder.conv_in.weight[:, :latent_in], m.unet.conv_in.weight)
+
