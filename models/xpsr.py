@@ -68,7 +68,7 @@ from .xpsr_net import (
     unet_forward,
 )
 
-NEGATIVE_PROMPT = "blurry, dotted, noise, unclear, low-res, over-smoothed"  # the paper's (Sec. 4.1)
+NEGATIVE_PROMPT = "blurry, dotted, noise, unclear, low-res, over-smoothed"  # the paper's (seed 004, training)
 NEGATIVE_LOW_PROMPT = "high resolution, best quality, clear"  # pipeline_xpsr.py __call__, lowlevel negative_prompt
 OFFICIAL_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 OFFICIAL_CONTROLNET = {"use_rrdb": False, "return_rgbs": True, "use_latent_pred": True}  # controlnet.py defaults
