@@ -124,8 +124,13 @@ def test_semantic_fusion_is_ca_f_of_ca_h_and_ca_l(model) -> None:
         torch.testing.assert_close(attend(block, 0, x, c_h, None), high)
         assert not torch.allclose(attend(block, 0, x, c_h, c_l), attend(block, 0, x, c_h, 2 * c_l))
     fresh = build_method("xpsr", "tiny", [], None).controlnet.down_blocks[0]
+    ca_h = fresh.attentions[0].state_dict()
     for k, v in fresh.attentions_lowlevel[0].state_dict().items():
-        assert torch.equal(v, fresh.attentions[0].state_dict()[k])
+        assert torch.equal(v, ca_h[k])
+    ca_f = fresh.attentions_connect[0].state_dict()  # CA_f: a copy where shapes agree, keys/values read pixels
+    assert [k for k, v in ca_f.items() if v.shape != ca_h[k].shape] == [
+        "transformer_blocks.0.attn2.to_k.weight", "transformer_blocks.0.attn2.to_v.weight"]
+    assert all(torch.equal(v, ca_h[k]) for k, v in ca_f.items() if v.shape == ca_h[k].shape)
 
 
 def test_step_by_step_forwards_equal_diffusers_without_the_additions() -> None:
@@ -164,6 +169,8 @@ def test_dfc_terms_targets_and_weight(model, batch) -> None:
     conv_degradation output (each residual, then the middle one) to the resized HQ latent (train.py)."""
     out = model.training_step(batch, torch.Generator().manual_seed(0))
     torch.testing.assert_close(out["loss"], out["diffusion"] + 0.05 * out["dfc"])
+    assert not torch.equal(model.latents(batch["hq"], torch.Generator().manual_seed(1)),
+                           model.latents(batch["hq"], torch.Generator().manual_seed(2)))  # a posterior sample
     g = torch.Generator().manual_seed(0)
     z0 = model.latents(batch["hq"], g)
     _, t, z_t = noised_latents(model.scheduler("ddpm"), z0, g)
