@@ -4,8 +4,8 @@ Predictions and reference image files are decoded with the same strict decoder a
 ``degrade build`` inputs (:func:`pirs.degrade.sources.decode`): uint8 RGB, EXIF
 orientation applied, 16-bit rounded to 8 bits, greyscale and palette expanded, alpha
 composited on white; truncated or corrupt files raise :class:`BadImage` with the reason.
-The PNG members of pirs reference shards, written by pirs itself, go through the faster
-:func:`pirs.degrade.build.decode_png`.
+The PNG members of pirs reference shards go through the faster
+:func:`pirs.degrade.sources.decode_png`, which checks the same pixel limit before decoding.
 """
 
 from __future__ import annotations
@@ -48,8 +48,16 @@ def header_size(data: bytes) -> tuple[int, int]:
                     orientation = 1
     except UnidentifiedImageError:
         raise BadImage("not an image (no known image format, or a corrupt header)") from None
+    except Image.DecompressionBombError:
+        from pirs.degrade.sources import DEFAULT_MAX_PIXELS
+
+        raise BadImage(f"over the decompression-bomb limit of {DEFAULT_MAX_PIXELS} pixels") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise BadImage(f"unreadable image header ({e})") from None
+    from pirs.degrade.sources import DEFAULT_MAX_PIXELS
+
+    if w * h > DEFAULT_MAX_PIXELS:
+        raise BadImage(f"{w}x{h} = {w * h} pixels is over the decompression-bomb limit of {DEFAULT_MAX_PIXELS}")
     return (w, h) if orientation in _TRANSPOSED else (h, w)
 
 

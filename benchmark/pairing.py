@@ -33,7 +33,6 @@ prediction files (shard members) matched to reference keys.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -288,10 +287,12 @@ def _load_ref_shards(p: Path) -> Reference:
         except OSError as e:
             raise ReferenceError(f"{p / 'manifest.json'}: not readable ({e})") from None
     if text is not None:
+        from pirs.degrade.limits import InputError, load_json
+
         try:
-            manifest = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ReferenceError(f"{p / 'manifest.json'}: not readable JSON ({e})") from None
+            manifest = load_json(text, str(p / "manifest.json"))
+        except InputError as e:
+            raise ReferenceError(str(e)) from None
         declared = manifest.get("content_sha256") if isinstance(manifest, dict) else None
         if declared == fp:
             source = "manifest.json content_sha256 (verified against the shard files)"
@@ -424,10 +425,14 @@ def _read_run(p: Path) -> dict | None:
     f = p / RUN_FILE
     if not f.is_file():
         return None
+    from pirs.degrade.limits import InputError, read_json_file
+
     try:
-        run = json.loads(f.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PairingError(f"{f}: not readable JSON ({e})") from None
+        run = read_json_file(f)
+    except OSError as e:
+        raise PairingError(f"{f}: not readable ({e.strerror or e})") from None
+    except InputError as e:
+        raise PairingError(str(e)) from None
     if not isinstance(run, dict):
         raise PairingError(f"{f}: must hold a JSON object (method, checkpoint, prompts...), got {type(run).__name__}")
     return run

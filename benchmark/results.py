@@ -397,16 +397,21 @@ def load_results(path: str | os.PathLike) -> dict:
 
 def validate_results(path: str | os.PathLike) -> dict:
     """Check a results JSON file against the schema and return it; :class:`ResultsError` names file and field."""
+    from pirs.degrade.limits import InputError, read_json_file
+
     p = Path(path)
     try:
-        text = p.read_text()
+        d = read_json_file(p)  # bounded size and depth; non-finite values are the strings "inf", "nan"
     except OSError as e:
         raise ResultsError(f"{p}: cannot read ({e.strerror or e})") from None
+    except InputError as e:
+        raise ResultsError(str(e)) from None
     try:
-        d = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ResultsError(f"{p}: not valid JSON ({e})") from None
-    return check_summary(d, str(p))
+        return check_summary(d, str(p))
+    except ResultsError:
+        raise
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError) as e:
+        raise ResultsError(f"{p}: malformed results ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
 
 
 # ---------------------------------------------------------------------------------------------- compare

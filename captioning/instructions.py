@@ -17,8 +17,6 @@ import difflib
 import re
 from pathlib import Path
 
-import yaml
-
 from .backend import XPSR_INSTRUCTIONS, Instruction
 
 CAPTION_FIELDS = ("caption_high", "caption_low", "caption_source")
@@ -35,12 +33,14 @@ def load_instructions(path: str | Path | None = None) -> dict[str, Instruction]:
     if path is None:
         return out
     p = Path(path)
+    from pirs.degrade.limits import InputError, read_yaml_file
+
     try:
-        data = yaml.safe_load(p.read_text())
+        data = read_yaml_file(p, max_bytes=1 << 20)
     except OSError as e:
         raise InstructionError(f"{p}: cannot read instruction file ({e.strerror or e})") from None
-    except yaml.YAMLError as e:
-        raise InstructionError(f"{p}: not valid YAML ({e})") from None
+    except InputError as e:
+        raise InstructionError(str(e)) from None
     if not isinstance(data, dict) or set(data) != {"instructions"} or not isinstance(data["instructions"], dict):
         raise InstructionError(f"{p}: expected one top-level key 'instructions' mapping names to "
                                "{field, text}")

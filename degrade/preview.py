@@ -18,9 +18,21 @@ def _font(size: int):
 
 
 def contact_sheet(folder: str, out: str, count: int = 8, tile: int = 256) -> Path:
-    """Draw ``count`` records of a shard folder: one row each, HQ | LQ upscaled | text."""
+    """Draw ``count`` records of a shard folder: one row each, HQ | LQ upscaled | text.
+
+    Images are decoded with the shard reader's decoder (:func:`.sources.decode_png`, with the
+    decompression-bomb limit); the PNG is written whole (a temporary name, then renamed).
+    Raises ``ValueError`` (``BadInput``, ``ShardError``) with a one-line reason.
+    """
     from PIL import Image, ImageDraw
 
+    from .sources import BadInput, decode_png
+
+    path = Path(out)
+    if path.is_dir():
+        raise ValueError(f"--out {out} is a folder; give the PNG file to write, e.g. {path / 'preview.png'}")
+    if not 1 <= count <= 1000 or not 16 <= tile <= 4096:
+        raise ValueError(f"--count must be in 1..1000 and --tile in 16..4096, got {count} and {tile}")
     rows = []
     for shard in shard_paths(folder):
         for key, rec, members in iter_records(shard):
@@ -39,9 +51,14 @@ def contact_sheet(folder: str, out: str, count: int = 8, tile: int = 256) -> Pat
         draw.text((x, 6), title, fill="black", font=font)
     for r, (key, rec, members) in enumerate(rows):
         y = head + r * (tile + pad)
-        lq = Image.open(_bytes(members["lq.png"])).convert("RGB")
-        if "hq.png" in members:
-            hq = Image.open(_bytes(members["hq.png"])).convert("RGB")
+        try:
+            if "lq.png" not in members:
+                raise BadInput("no lq.png member")
+            lq = Image.fromarray(decode_png(members["lq.png"]))
+            hq = Image.fromarray(decode_png(members["hq.png"])) if "hq.png" in members else None
+        except BadInput as e:
+            raise BadInput(f"{folder}: sample {key!r}: {e}") from None
+        if hq is not None:
             sheet.paste(hq.resize((tile, tile), Image.Resampling.BICUBIC), (pad, y))
         else:  # a real photo without ground truth
             draw.rectangle((pad, y, pad + tile - 1, y + tile - 1), fill="lightgray")
@@ -50,19 +67,22 @@ def contact_sheet(folder: str, out: str, count: int = 8, tile: int = 256) -> Pat
         lines = [f"key {key}   source {rec['source_path'] or rec.get('lq_source_path', '')}",
                  f"recipe {rec['branch']}   scale {rec['scale']}   HQ {rec['hq_size']}  LQ {rec['lq_size']}",
                  "labels: " + (", ".join(rec["degradations"]) or "none"), "prompt:"]
-        lines += textwrap.wrap(rec["restoration_prompt"], 48) or [""]
+        room = tile // 17  # lines that fit: never wrap more text than that (a record may carry a long caption)
+        lines += textwrap.wrap(rec["restoration_prompt"][: 48 * room], 48) or [""]
         for cap in ("caption_high", "caption_low"):
             if rec.get(cap):
-                lines += textwrap.wrap(f"{cap}: {rec[cap]}", 48)[:4]
+                lines += textwrap.wrap(f"{cap}: {rec[cap][: 48 * 5]}", 48)[:4]
         for j, line in enumerate(lines[: tile // 17]):
             draw.text((3 * pad + 2 * tile, y + 2 + 17 * j), line, fill="black", font=small)
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
-    return path
-
-
-def _bytes(b: bytes):
     import io
 
-    return io.BytesIO(b)
+    from .atomic import write_bytes
+
+    buf = io.BytesIO()
+    sheet.save(buf, "PNG")
+    try:
+        write_bytes(path, buf.getvalue())
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write ({e.strerror or e})") from None
+    return path
+

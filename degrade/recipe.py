@@ -19,14 +19,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from . import limits
 from . import ops as ops_registry
+from .atomic import one_line
 from .recipe_checks import check_prob, check_probs
 
 RECIPE_KEYS = {"name", "version", "description", "source", "scale", "upsample_lq", "prompt", "stages",
                "include", "override", "crop_size"}
 STAGE_KEYS = {"op", "p", "id", "prompt", "label", "decimals"}
+MAX_RECIPE_BYTES = 1 << 20  # a recipe file (the shipped ones are under 4 kB)
+MAX_STAGES = 10_000  # stages of a recipe with everything it includes and nests, counted before hashing
+MAX_RESOLVED_BYTES = 16 << 20  # the same, in bytes of JSON
 
 
 class RecipeError(ValueError):
@@ -146,7 +149,14 @@ def list_recipes() -> list[str]:
     return sorted(p.stem for p in builtin_dir().glob("*.yaml"))
 
 
+def _names(keys) -> list[str]:
+    """Keys of a mapping from YAML, sortable whatever their types."""
+    return sorted(str(k) for k in keys)
+
+
 def _locate(name: str) -> Path:
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise RecipeError(f"a recipe is named by a non-empty string (a shipped name or a YAML path), got {name!r:.80}")
     p = Path(name)
     if p.suffix in (".yaml", ".yml") or p.is_file():
         if not p.is_file():
@@ -169,16 +179,30 @@ def _read_raw(path: Path, chain: tuple[str, ...]) -> dict:
     if key in chain:
         raise RecipeError(f"{path}: include cycle through {' -> '.join(chain + (key,))}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+        with open(path, "rb") as f:
+            data = f.read(MAX_RECIPE_BYTES + 1)
+    except OSError as e:
+        raise RecipeError(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        raw = limits.load_yaml(data, str(path), MAX_RECIPE_BYTES)
+    except limits.InputError as e:
+        raise RecipeError(str(e)) from None
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe must be a mapping, got {type(raw).__name__}")
     unknown = set(raw) - RECIPE_KEYS
     if unknown:
-        raise RecipeError(f"{path}: unknown keys {sorted(unknown)}; allowed: {sorted(RECIPE_KEYS)}")
+        raise RecipeError(f"{path}: unknown keys {_names(unknown)}; allowed: {sorted(RECIPE_KEYS)}")
+    bad = limits.non_finite(raw)
+    if bad is not None:
+        raise RecipeError(f"{path}: {bad} is NaN or infinite; recipe numbers must be finite")
     if "include" in raw:
-        base = _read_raw(_locate_from(raw["include"], path), chain + (key,))
+        inc = raw["include"]
+        if not isinstance(inc, str) or not inc or "\0" in inc:
+            raise RecipeError(f"{path}: include must name a recipe (a shipped name or a YAML path), got {inc!r:.80}")
+        try:
+            base = _read_raw(_locate_from(inc, path), chain + (key,))
+        except RecipeError as e:
+            raise RecipeError(f"{path}: include {inc!r}: {e}") from None
         overrides = raw.get("override") or {}
         if not isinstance(overrides, dict):
             raise RecipeError(f"{path}: override must map stage ids to changed keys")
@@ -206,7 +230,7 @@ def _apply_overrides(stages: list, overrides: dict, path: Path) -> list:
             if not isinstance(st, dict):
                 continue
             sid = st.get("id")
-            if sid in overrides:
+            if isinstance(sid, str) and sid in overrides:
                 change = overrides[sid]
                 if not isinstance(change, dict):
                     raise RecipeError(f"{path}: override[{sid}] must be a mapping of keys to values")
@@ -218,7 +242,7 @@ def _apply_overrides(stages: list, overrides: dict, path: Path) -> list:
     visit(stages)
     missing = set(overrides) - seen
     if missing:
-        raise RecipeError(f"{path}: override names stages that do not exist: {sorted(missing)}")
+        raise RecipeError(f"{path}: override names stages that do not exist: {_names(missing)}")
     return stages
 
 
@@ -227,58 +251,78 @@ def _build_spec(op: str, body: dict, where: str) -> Any:
     names = {f.name for f in dataclasses.fields(mod.Spec)}
     unknown = set(body) - names
     if unknown:
-        raise RecipeError(f"{where}: unknown keys {sorted(unknown)} for op {op!r}; allowed: {sorted(names)}")
+        raise RecipeError(f"{where}: unknown keys {_names(unknown)} for op {op!r}; allowed: {sorted(names)}")
     try:
         spec = mod.Spec(**body)
         spec.validate()
     except (TypeError, ValueError) as e:
-        raise RecipeError(f"{where}: {e}") from None
+        raise RecipeError(f"{where}: {one_line(e)[:300]}") from None
+    except Exception as e:  # a parameter of the wrong shape that the op's validator did not expect
+        raise RecipeError(f"{where}: invalid parameters for op {op!r} "
+                          f"({type(e).__name__}: {one_line(e)[:300]})") from None
     return spec
 
 
-def _build_stages(raw: list, where: str, chain: tuple[str, ...]) -> list[Any]:
+
+def _build_stages(raw: list, where: str, chain: tuple[str, ...], budget: list[int]) -> list[Any]:
     if not isinstance(raw, list):
         raise RecipeError(f"{where}: stages must be a list")
     out: list[Any] = []
     for i, st in enumerate(raw):
         here = f"{where}[{i}]"
+        budget[0] += 1
+        if budget[0] > MAX_STAGES:
+            raise RecipeError(f"{here}: the recipe expands to more than {MAX_STAGES} stages (with what it includes "
+                              "and nests)")
         if not isinstance(st, dict):
-            raise RecipeError(f"{here}: a stage must be a mapping, got {st!r}")
+            raise RecipeError(f"{here}: a stage must be a mapping, got {st!r:.80}")
         sid = st.get("id")
+        if sid is not None and not isinstance(sid, str):
+            raise RecipeError(f"{here}: id must be a string, got {sid!r:.80}")
         here = f"{here}" + (f" ({sid})" if sid else "")
         if "one_of" in st:
             extra = set(st) - {"one_of", "weights", "id"}
             if extra:
-                raise RecipeError(f"{here}: unknown keys {sorted(extra)} for one_of")
+                raise RecipeError(f"{here}: unknown keys {_names(extra)} for one_of")
             branches = st["one_of"]
             if not isinstance(branches, list) or not branches:
                 raise RecipeError(f"{here}: one_of must be a non-empty list of stage lists")
             weights = st.get("weights") or [1.0 / len(branches)] * len(branches)
+            if not isinstance(weights, list):
+                raise RecipeError(f"{here}: weights must be a list of numbers, got {weights!r:.80}")
             if len(weights) != len(branches):
                 raise RecipeError(f"{here}: {len(weights)} weights for {len(branches)} branches")
             try:
                 check_probs("weights", {str(j): w for j, w in enumerate(weights)})
             except ValueError as e:
                 raise RecipeError(f"{here}: {e}") from None
-            built = [_build_stages(b, f"{here}.one_of[{j}]", chain) for j, b in enumerate(branches)]
+            built = [_build_stages(b, f"{here}.one_of[{j}]", chain, budget) for j, b in enumerate(branches)]
             out.append(OneOf(branches=built, weights=[float(w) for w in weights], id=sid))
         elif "choose" in st:
             extra = set(st) - {"choose", "from", "id"}
             if extra:
-                raise RecipeError(f"{here}: unknown keys {sorted(extra)} for choose")
+                raise RecipeError(f"{here}: unknown keys {_names(extra)} for choose")
             branches, k = st.get("from"), st["choose"]
             if not isinstance(branches, list) or not branches:
                 raise RecipeError(f"{here}: choose needs 'from', a non-empty list of stage lists")
             if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= len(branches):
                 raise RecipeError(f"{here}: choose must be an integer in 1..{len(branches)}, got {k!r}")
-            built = [_build_stages(b, f"{here}.from[{j}]", chain) for j, b in enumerate(branches)]
+            built = [_build_stages(b, f"{here}.from[{j}]", chain, budget) for j, b in enumerate(branches)]
             out.append(Choose(branches=built, k=k, id=sid))
         elif "recipe" in st:
             extra = set(st) - {"recipe", "id"}
             if extra:
-                raise RecipeError(f"{here}: unknown keys {sorted(extra)} for a recipe stage")
-            out.append(SubRecipe(recipe=_load(str(st["recipe"]), chain), id=sid))
+                raise RecipeError(f"{here}: unknown keys {_names(extra)} for a recipe stage")
+            if not isinstance(st["recipe"], str):
+                raise RecipeError(f"{here}: recipe must name a recipe, got {st['recipe']!r:.80}")
+            try:
+                sub = _load(st["recipe"], chain, budget)
+            except RecipeError as e:
+                raise RecipeError(f"{here}: recipe {st['recipe']!r}: {e}") from None
+            out.append(SubRecipe(recipe=sub, id=sid))
         elif "op" in st:
+            if not isinstance(st["op"], str):
+                raise RecipeError(f"{here}: op must be an op name (a string), got {st['op']!r:.80}")
             body = {k: v for k, v in st.items() if k not in STAGE_KEYS}
             try:
                 ops_registry.get(st["op"])
@@ -293,17 +337,21 @@ def _build_stages(raw: list, where: str, chain: tuple[str, ...]) -> list[Any]:
                                decimals=dict(decimals)))
         else:
             raise RecipeError(f"{here}: a stage needs one of 'op', 'one_of', 'choose' or 'recipe', "
-                              f"got keys {sorted(st)}")
+                              f"got keys {_names(st)}")
     return out
 
 
-def _load(name: str, chain: tuple[str, ...] = ()) -> Recipe:
+def _load(name: str, chain: tuple[str, ...] = (), budget: list[int] | None = None) -> Recipe:
+    budget = [0, 0] if budget is None else budget  # [stages, bytes] of everything loaded for one recipe
     path = _locate(name)
     key = str(path.resolve())
     if key in chain:
         raise RecipeError(f"{path}: recipe refers to itself through {' -> '.join(chain + (key,))}")
     raw = _read_raw(path, ())
     where = str(path)
+    budget[1] += len(json.dumps(raw, default=str))
+    if budget[1] > MAX_RESOLVED_BYTES:
+        raise RecipeError(f"{where}: the recipe with what it includes and nests is over {MAX_RESOLVED_BYTES} bytes")
     for req in ("name", "version", "stages"):
         if req not in raw:
             raise RecipeError(f"{where}: missing required key {req!r}")
@@ -315,7 +363,7 @@ def _load(name: str, chain: tuple[str, ...] = ()) -> Recipe:
         prompt.validate()
     except (TypeError, ValueError) as e:
         raise RecipeError(f"{where}: prompt: {e}") from None
-    stages = _build_stages(raw["stages"], f"{where}: stages", chain + (key,))
+    stages = _build_stages(raw["stages"], f"{where}: stages", chain + (key,), budget)
     # Resolve nested recipes so the hash covers what actually runs.
     resolved = copy.deepcopy(raw)
     resolved["stages"] = _resolve_refs(raw["stages"], stages)
@@ -341,8 +389,18 @@ def _resolve_refs(raw_stages: list, built: list) -> list:
 
 
 def load_recipe(name_or_path: str) -> Recipe:
-    """Load a shipped recipe by name (``realesrgan``) or a YAML file by path; raises RecipeError."""
-    return _load(name_or_path)
+    """Load a shipped recipe by name (``realesrgan``) or a YAML file by path; raises RecipeError.
+
+    Untrusted recipe files are safe to load: at most 1 MiB of UTF-8 YAML, no aliases, nesting
+    and expansion (includes and nested recipes) bounded, numbers finite; anything malformed
+    is a :class:`RecipeError` naming the file and the stage.
+    """
+    try:
+        return _load(name_or_path)
+    except RecipeError:
+        raise
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:  # a shape nothing above expected
+        raise RecipeError(f"{name_or_path}: malformed recipe ({type(e).__name__}: {one_line(e)[:300]})") from None
 
 
 def describe(recipe: Recipe, indent: str = "  ") -> list[str]:

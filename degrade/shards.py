@@ -60,10 +60,14 @@ class ShardWriter:
             self._f = fs.open(self.tmp, "wb")
         self._w = tarfile.open(fileobj=self._f, mode="w", format=tarfile.USTAR_FORMAT)
         self.count = 0
+        self._keys: set[str] = set()
 
     def write(self, key: str, members: dict[str, bytes]) -> None:
-        """Add one sample; ``members`` maps extension (``hq.png``) to bytes."""
+        """Add one sample; ``members`` maps extension (``hq.png``) to bytes. A key is written once."""
         check_key(key)
+        if key in self._keys:
+            raise ValueError(f"sample key {key!r} is already in {self.path}: a key is written once per shard")
+        self._keys.add(key)
         for ext in members:
             if not ext or "/" in ext or ext.startswith("."):
                 raise ValueError(f"invalid member extension {ext!r} for key {key}")
@@ -155,18 +159,29 @@ class _Hashing:
             pass
 
 
-def _check_member(name: str, m: tarfile.TarInfo, max_member_bytes: int) -> tuple[str, str]:
-    """``(key, ext)`` of a member that passes every check, else :class:`ShardError` naming it."""
+def check_member(name: str, m: tarfile.TarInfo, max_member_bytes: int = MAX_MEMBER_BYTES,
+                 folders: bool = False) -> tuple[str, str]:
+    """``(key, ext)`` of a tar member that passes every check of the shard reader, else
+    :class:`ShardError` naming the tar (``name``) and the member.
+
+    ``folders``: keys may have folder parts (``train/0001.jpg`` has key ``train/0001``), as
+    plain webdataset tars of source images do; each part is checked like a key, and ``..``,
+    absolute names and hidden parts are still refused. The caller skips directory entries.
+    """
     if not m.isfile():
         raise ShardError(f"{name}: member {m.name!r} is not a regular file (links are refused)")
-    if "/" in m.name or "\\" in m.name or m.name.startswith(".") or ".." in m.name:
-        raise ShardError(f"{name}: member {m.name!r} has a path separator or '..'")
-    if "." not in m.name:
+    parts = m.name.split("/") if folders else [m.name]
+    if "\\" in m.name or any(not p or p.startswith(".") for p in parts) or (not folders and "/" in m.name):
+        raise ShardError(f"{name}: member {m.name!r} has a path separator or '..', or a hidden part")
+    base = parts[-1]
+    if "." not in base:
         raise ShardError(f"{name}: member {m.name!r} has no extension")
-    k, ext = m.name.split(".", 1)
-    why = limits.bad_key_reason(k)
-    if why:
-        raise ShardError(f"{name}: member {m.name!r}: its key {why}")
+    k, ext = base.split(".", 1)
+    for part in parts[:-1] + [k]:
+        why = limits.bad_key_reason(part)
+        if why:
+            raise ShardError(f"{name}: member {m.name!r}: its key {why}")
+    k = "/".join(parts[:-1] + [k])
     if not ext or any(ord(c) < 32 or ord(c) == 127 for c in ext):
         raise ShardError(f"{name}: member {m.name!r} has an empty extension or control characters in it")
     cap = limits.max_json_bytes() if ext == "json" else max_member_bytes
@@ -200,7 +215,7 @@ def iter_samples(path: str | os.PathLike, max_member_bytes: int = MAX_MEMBER_BYT
             raw = _Hashing(raw_file)
             with tarfile.open(fileobj=raw, mode="r|") as tf:
                 for m in tf:
-                    k, ext = _check_member(name, m, max_member_bytes)
+                    k, ext = check_member(name, m, max_member_bytes)
                     f = tf.extractfile(m)
                     data = f.read() if f is not None else b""
                     if k != key:
@@ -245,7 +260,7 @@ def index_samples(path: str | os.PathLike, max_member_bytes: int = MAX_MEMBER_BY
     try:
         with _open(path) as raw, tarfile.open(fileobj=raw, mode="r:") as tf:
             for m in tf:
-                k, ext = _check_member(name, m, max_member_bytes)
+                k, ext = check_member(name, m, max_member_bytes)
                 if k != last and k in out:
                     raise ShardError(f"{name}: key {k!r} appears again after other keys (member {m.name!r}); "
                                      "a key's members must be together and a key used once")

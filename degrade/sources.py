@@ -200,9 +200,13 @@ def tar_sources(path: Path | str, rel: str, fs=None, key: str | None = None) -> 
     else:
         file_size = int(fs.info(key)["size"])
         location = str(path)
+    from .shards import check_member
+
     tar_key = key
     damage = None
     n_members = 0
+    seen: dict[str, set[str]] = {}
+    last = None
     with (open(path, "rb") if fs is None else fs.open(tar_key, "rb")) as raw, \
             tarfile.open(fileobj=raw, mode="r:") as tf:
         for m in tf:
@@ -211,15 +215,18 @@ def tar_sources(path: Path | str, rel: str, fs=None, key: str | None = None) -> 
                           f"{m.offset_data + m.size - file_size} bytes past the end of the file")
                 break
             n_members += 1
-            if not m.isfile():
+            if m.isdir():
                 continue
-            name = m.name
-            if name.startswith("/") or ".." in name.split("/"):
-                raise ValueError(f"unsafe member name {name!r}")
-            base = name.rsplit("/", 1)[-1]
-            if "." not in base or os.path.splitext(base)[1].lower() not in IMAGE_EXTS:
+            # the shard reader's member checks (links, names, keys, sizes); keys may have folder parts
+            key, ext = check_member(rel, m, folders=True)
+            if key != last and key in seen:
+                raise ValueError(f"key {key!r} appears again after other keys (member {m.name!r})")
+            if ext in seen.setdefault(key, set()):
+                raise ValueError(f"member {m.name!r} appears twice")
+            seen[key].add(ext)
+            last = key
+            if os.path.splitext(m.name)[1].lower() not in IMAGE_EXTS:
                 continue
-            key = name[: len(name) - len(base)] + base.split(".", 1)[0]
             by_key.setdefault(key, []).append(m)
         end = tf.offset  # where tarfile stopped: the end-of-archive block, or a header it could not read
     if damage is None and end < file_size:
@@ -378,6 +385,35 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
             arr = _pil_rgb(im, deep)
     arr = _orient(arr, orientation)
     return np.ascontiguousarray(arr, dtype=np.uint8)
+
+
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """``(width, height)`` from a PNG's IHDR chunk, without decoding; None when ``data`` is not a PNG."""
+    if len(data) < 24 or not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def decode_png(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """uint8 RGB of a shard's PNG member (OpenCV, fast), its declared size checked against ``max_pixels``
+    before any pixel is decoded; raises :class:`BadInput` with the reason.
+
+    Every image member of a shard is decoded here or by :func:`decode` (the strict decoder
+    of source images and predictions): both refuse decompression bombs the same way.
+    Bytes that are not a PNG go through :func:`decode`.
+    """
+    size = png_size(data)
+    if size is None:
+        return decode(data, max_pixels)
+    w, h = size
+    if w < 1 or h < 1:
+        raise BadInput(f"PNG has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise BadInput(f"{w}x{h} = {w * h} pixels is over the decompression-bomb limit of {max_pixels}")
+    a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if a is None or a.shape[:2] != (h, w):
+        raise BadInput("truncated or corrupt PNG (OpenCV cannot decode it)")
+    return np.ascontiguousarray(a[..., ::-1])
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 TESTSET_KEYS = {"name", "version", "description", "citation", "source", "kind", "build", "ingest", "metrics",
                 "fingerprint", "notes", "aliases", "paper_tables", "no_paper_table_reason"}
 SOURCE_KEYS = {"dataset", "split", "obtain", "expected", "layout_hint"}
@@ -125,10 +123,14 @@ def canonical_id(name: str) -> str | None:
 
 
 def _read(p: Path) -> Any:
+    from .limits import InputError, read_yaml_file
+
     try:
-        return yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise TestsetError(f"{p}: not valid YAML: {e}") from None
+        return read_yaml_file(p, max_bytes=1 << 20)
+    except OSError as e:
+        raise TestsetError(f"{p}: cannot be read ({e.strerror or e})") from None
+    except InputError as e:
+        raise TestsetError(str(e)) from None
 
 
 def load_testset(name_or_path: str) -> Testset:

@@ -154,15 +154,15 @@ def load_alias_file(path: str | Path) -> Aliases:
         methods:            # results' method.name -> paper method
           dpir-repro: DPIR
     """
-    import yaml
+    from pirs.degrade.limits import InputError, read_yaml_file
 
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = read_yaml_file(p, max_bytes=1 << 20)
     except OSError as e:
         raise LeaderboardError(f"{p}: cannot read ({e.strerror or e})") from None
-    except yaml.YAMLError as e:
-        raise LeaderboardError(f"{p}: not valid YAML ({e})") from None
+    except InputError as e:
+        raise LeaderboardError(str(e)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -314,7 +314,10 @@ def render(out: str | Path, results: list[str | Path] = (), *, aliases: Aliases 
     by_path = {str(p): d for p, d in loaded}
 
     out = Path(out)
-    _prepare_out(out)
+    try:
+        _prepare_out(out)
+    except OSError as e:
+        raise LeaderboardError(f"--out {out}: cannot be written ({e.strerror or e})") from None
     written: list[str] = []
 
     def write_text(rel: str, text: str) -> None:
