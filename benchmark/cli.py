@@ -131,6 +131,21 @@ def _fail(cmd: str, e: BaseException) -> int:
     return 2
 
 
+def _one_writer(out: str, command: str, file: bool = False):
+    """The lock on ``--out`` (a folder, or with ``file`` a results file): one writer per output.
+
+    An ``--out`` that exists as the wrong kind (a file given as a folder) is left to the command's own
+    check, which says so."""
+    from contextlib import nullcontext
+
+    from pirs.degrade.fs import is_url, local_path
+    from pirs.degrade.lock import output_lock
+
+    if not is_url(out) and not file and local_path(out).exists() and not local_path(out).is_dir():
+        return nullcontext()
+    return output_lock(out, command, file=file)
+
+
 def cmd_evaluate(a) -> int:
     from pirs.degrade.executors import ExecutorError
     from pirs.degrade.fs import parse_storage_options
@@ -151,7 +166,8 @@ def cmd_evaluate(a) -> int:
                      progress=not a.quiet, workers=a.workers, executor=a.executor, ray_address=a.ray_address,
                      gpus_per_worker=a.gpus_per_worker, max_retries=a.max_retries, storage_options=opts or None)
     try:
-        s = evaluate(cfg)
+        with _one_writer(a.out, "bench evaluate", file=True):
+            s = evaluate(cfg)
     except (PairingError, ReferenceError, ResultsError, MissingWeights, DownloadBlocked, KeyError, ValueError,
             OSError, ExecutorError, RuntimeError) as e:
         return _fail("evaluate", e)
@@ -248,7 +264,8 @@ def cmd_baseline(a) -> int:
         from .baselines import write_baseline
 
         try:
-            out = write_baseline(a.method, a.reference, a.out, overwrite=a.overwrite, progress=not a.quiet)
+            with _one_writer(a.out, f"bench baseline {a.method}"):
+                out = write_baseline(a.method, a.reference, a.out, overwrite=a.overwrite, progress=not a.quiet)
         except (ReferenceError, ValueError, OSError) as e:
             return _fail("baseline", e)
         print(f"wrote {a.method} predictions and run.json to {out}/")
@@ -260,9 +277,10 @@ def cmd_baseline(a) -> int:
     from .spandrel_baseline import write_spandrel_baseline
 
     try:
-        run = write_spandrel_baseline(a.checkpoint, a.reference, a.out, name=a.name, tile_size=a.tile_size,
-                                      tile_overlap=a.tile_overlap, device=a.device, dtype=a.dtype,
-                                      overwrite=a.overwrite, progress=not a.quiet)
+        with _one_writer(a.out, "bench baseline --checkpoint"):
+            run = write_spandrel_baseline(a.checkpoint, a.reference, a.out, name=a.name, tile_size=a.tile_size,
+                                          tile_overlap=a.tile_overlap, device=a.device, dtype=a.dtype,
+                                          overwrite=a.overwrite, progress=not a.quiet)
     except (ReferenceError, ValueError, OSError, RuntimeError) as e:
         return _fail("baseline", e)
     c, arch = run["counts"], run["architecture"]
@@ -301,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench", description="pirs bench: one scoring harness for restored images.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="traceback of an unexpected error (or PIRS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in (_evaluate_parser, _metrics_parser, _compare_parser, _baseline_parser, _validate_parser):
         add(sub)

@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="caption", description="pirs caption: high- and low-level captions (XPSR) written into pirs shards, "
                                     "with LLaVA, from the stored degradation parameters, or from existing captions.")
+    parser.add_argument("--debug", action="store_true", help="traceback of an unexpected error (or PIRS_DEBUG=1)")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     _run_parser(sub)
     a = parser.parse_args(argv)

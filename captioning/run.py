@@ -19,7 +19,6 @@ local run writes them. The input may be an fsspec URL (``s3://bucket/shards``), 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import sys
 import time
@@ -36,6 +35,7 @@ from pirs.degrade.atomic import one_line
 from pirs.degrade.build import content_sha256
 from pirs.degrade.executors import DEFAULT_MAX_RETRIES, EXECUTORS, TaskFailed, make_executor, warn_local_paths
 from pirs.degrade.fs import Folder, absolute, basename, is_url, join, local_path, open_read, set_storage_options
+from pirs.degrade.lock import LockHeld, output_lock
 from pirs.degrade.shards import file_digest, iter_records, shard_paths
 
 from .backend import Backend, CaptionError, Instruction, Item
@@ -195,10 +195,9 @@ class _Job:
 
 
 def _decode(data: bytes) -> np.ndarray:
-    from PIL import Image
+    from pirs.degrade.sources import decode_png
 
-    with Image.open(io.BytesIO(data)) as im:
-        return np.asarray(im.convert("RGB"))
+    return decode_png(data)
 
 
 def _caption_items(backend: Backend, items: list[Item], ins: Instruction) -> list[tuple[str | None, str | None]]:
@@ -357,6 +356,7 @@ def _check_out(cfg: CaptionConfig, out: Folder, inputs: list, fp: str, settings:
         _clear(out)
     for tmp in out.glob("*.tmp") + out.glob(f"{STATS_DIR}/*.tmp"):
         out.rm(tmp)
+    out.rm("manifest.json")  # a manifest means complete: none while this run writes (a retry reads its own shards)
     out.write_json(RUN_FILE, {"fingerprint": fp, "input_shards": names, "settings": settings,
                             "input": cfg.shards if is_url(cfg.shards) else str(Path(cfg.shards).resolve())})
 
@@ -416,6 +416,18 @@ def run(cfg: CaptionConfig, backend: Backend | None = None) -> CaptionResult:
         out.mkdir()
     except ValueError as e:
         raise RunError(str(e)) from None
+    try:
+        with output_lock(out, "caption run", cfg.storage_options):
+            return _run_locked(cfg, backend, backend_given, out, inputs, in_dir, instructions, provenance, fp, settings,
+                               distributed, t0)
+    except LockHeld as e:
+        raise RunError(str(e)) from None
+
+
+def _run_locked(cfg: CaptionConfig, backend: Backend, backend_given: Backend | None, out: Folder, inputs: list,
+                in_dir, instructions: list[Instruction], provenance: dict, fp: str, settings: dict, distributed: bool,
+                t0: float) -> CaptionResult:
+    """The caption run once this process holds the lock on ``--out`` (one writer per output)."""
     _check_out(cfg, out, inputs, fp, settings)
 
     in_manifest = _read_manifest(in_dir)
@@ -546,12 +558,13 @@ def _run_on_executor(cfg: CaptionConfig, jobs: list[_Job], fp: str, backend: Bac
 
 
 def _read_manifest(folder: Path | str) -> dict:
+    """The input folder's manifest as the shard reader checks it ({} when there is none)."""
+    from pirs.degrade.shards import ShardError, read_manifest
+
     try:
-        with open_read(join(folder, "manifest.json")) as f:
-            m = json.loads(f.read().decode())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return m if isinstance(m, dict) else {}
+        return read_manifest(folder) or {}
+    except ShardError as e:
+        raise RunError(str(e)) from None
 
 
 def write_outputs(out: Folder, in_dir: Path | str, in_manifest: dict, stats: list[dict], settings: dict, fp: str,
@@ -576,11 +589,16 @@ def write_outputs(out: Folder, in_dir: Path | str, in_manifest: dict, stats: lis
                      "complete": not failures, "failures": len(failures),
                      "input": {"folder": str(in_dir), "content_sha256": content_sha256(in_shas)}},
     })
+    from pirs.degrade.limits import max_file_bytes
+
     try:
         with open_read(join(in_dir, "rejects.jsonl")) as f:
-            rejects = f.read().decode()
+            data = f.read(max_file_bytes() + 1)
     except OSError:
-        rejects = ""
+        data = b""
+    if len(data) > max_file_bytes():
+        raise RunError(f"{join(in_dir, 'rejects.jsonl')}: over {max_file_bytes()} bytes (PIRS_MAX_FILE_BYTES)")
+    rejects = data.decode("utf-8", "replace")
     out.write_text("rejects.jsonl", rejects)
     r = manifest["recipe"]
     recipe = SimpleNamespace(name=r.get("name") or "unknown", version=r.get("version") or "",

@@ -41,6 +41,7 @@ from .executors import (
     warn_local_paths,
 )
 from .fs import Folder, absolute, set_storage_options
+from .lock import LockHeld, output_lock
 from .ops import geometry
 from .pipeline import degrade
 from .recipe import Recipe, load_recipe
@@ -111,11 +112,10 @@ def encode_png(img: np.ndarray) -> bytes:
 
 
 def decode_png(data: bytes) -> np.ndarray:
-    """uint8 RGB from PNG bytes."""
-    a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if a is None:
-        raise ValueError("not a decodable PNG")
-    return np.ascontiguousarray(a[..., ::-1])
+    """uint8 RGB from PNG bytes, with the decompression-bomb limit (:func:`.sources.decode_png`)."""
+    from .sources import decode_png as decode_checked
+
+    return decode_checked(data)
 
 
 def sample_rng(seed: int, index: int) -> np.random.Generator:
@@ -449,6 +449,16 @@ def _build(cfg: BuildConfig, recipe: Recipe, out: Folder, pool, t0: float, count
         out.mkdir()
     except ValueError as e:
         raise BuildError(str(e)) from None
+    try:
+        with output_lock(out, "degrade build", cfg.storage_options):
+            return _build_locked(cfg, recipe, out, pool, t0, counter, sources, rejects, seen, fp)
+    except LockHeld as e:
+        raise BuildError(str(e)) from None
+
+
+def _build_locked(cfg: BuildConfig, recipe: Recipe, out: Folder, pool, t0: float, counter, sources: list[SourceInfo],
+                  rejects: list[dict], seen: int, fp: str) -> BuildResult:
+    """The build once this process holds the lock on ``--out`` (one writer per output)."""
     if out.exists("build.json"):
         try:
             prev = json.loads(out.read_text("build.json")).get("fingerprint")
@@ -465,6 +475,7 @@ def _build(cfg: BuildConfig, recipe: Recipe, out: Folder, pool, t0: float, count
         _clear(out)
     for tmp in out.glob("*.tmp") + out.glob(f"{STATS_DIR}/*.tmp"):
         out.rm(tmp)
+    out.rm("manifest.json")  # a manifest means complete: none while this build writes (written again last)
     out.write_json("build.json", {"fingerprint": fp, "args": _args(cfg), "pirs": PIRS_VERSION})
     _write_inputs(out, cfg, sources, fp, recipe)
 

@@ -302,14 +302,21 @@ def cmd_recipes(a) -> int:
 
 
 def _find_record(shards: str, key: str, command: str):
-    """``(shard, record, members)`` of ``key``, or an exit code after printing why not."""
+    """``(shard, record, members)`` of ``key``, or an exit code after printing why not.
+
+    The shard holding ``key`` is read to its end, so that its checks (a key used twice, the
+    manifest's sha256 and count) hold for what is shown.
+    """
     from .shards import ShardError, iter_records, shard_paths
 
     try:
         for shard in shard_paths(shards):
+            found = None
             for k, rec, members in iter_records(shard):
                 if k == key:
-                    return shard, rec, members
+                    found = shard, rec, members
+            if found is not None:
+                return found
     except (ShardError, FileNotFoundError) as e:
         print(f"degrade {command}: error: {e}", file=sys.stderr)
         return 2
@@ -328,6 +335,11 @@ def cmd_replay(a) -> int:
     if isinstance(found, int):
         return found
     shard, rec, members = found
+    missing = [m for m in ("lq.png",) + (() if rec["dataset"] else ("hq.png",)) if m not in members]
+    if missing:
+        print(f"degrade replay: error: {shard}: sample {a.key!r} has no {' or '.join(missing)} member",
+              file=sys.stderr)
+        return 2
     lq = decode_png(members["lq.png"])
     ops = decode_ops(rec)
     if rec["dataset"]:  # an ingested pair: its ops (from --then) ran on the data set's own LQ
@@ -369,6 +381,7 @@ def cmd_show(a) -> int:
 def make_parser() -> argparse.ArgumentParser:
     """The ``degrade`` argument parser."""
     parser = argparse.ArgumentParser(prog="degrade", description="pirs degradation engine: recipes -> HQ/LQ shards")
+    parser.add_argument("--debug", action="store_true", help="traceback of an unexpected error (or PIRS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _build_parser(sub)
     from .fs import add_storage_args

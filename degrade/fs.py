@@ -137,7 +137,12 @@ class Folder:
     def mkdir(self) -> None:
         """Create the folder; on object stores nothing (no folders there, and never a bucket)."""
         if self.local:
-            self.path.mkdir(parents=True, exist_ok=True)
+            if self.path.exists() and not self.path.is_dir():
+                raise ValueError(f"{self.path}: exists and is not a folder; give --out a folder (new or one of ours)")
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ValueError(f"{self.path}: cannot create the folder ({e.strerror or e})") from None
             return
         protocols = {self.fs.protocol} if isinstance(self.fs.protocol, str) else set(self.fs.protocol)
         if protocols & OBJECT_STORES:
@@ -291,28 +296,97 @@ class Folder:
 _STORE_MODULES = ("botocore", "aiobotocore", "s3fs", "gcsfs", "google", "aiohttp", "adlfs", "azure", "fsspec")
 
 
-def store_error(e: BaseException) -> str | None:
-    """A one-line message for an object-store client's error (unreachable endpoint, credentials), else None."""
+def _from_store(e: BaseException) -> bool:
+    """Whether an exception comes from an object-store client (its class, or the code that raised it)."""
     mods = {c.__module__.split(".", 1)[0] for c in type(e).__mro__}
-    if not mods & set(_STORE_MODULES) and not isinstance(e, PermissionError):
+    if mods & set(_STORE_MODULES):
+        return True
+    tb = e.__traceback__
+    while tb is not None:  # a builtin error (PermissionError) raised inside s3fs, botocore...
+        name = tb.tb_frame.f_globals.get("__name__", "")
+        if name.split(".", 1)[0] in _STORE_MODULES and name != "fsspec.implementations.local":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def store_error(e: BaseException) -> str | None:
+    """A one-line message for an object-store client's error (unreachable endpoint, credentials), else None.
+
+    A local file's permission error is not a store error: :func:`run_cli` reports it as what it is.
+    """
+    if not _from_store(e):
         return None
     text = " ".join(str(e).split())[:300]
     return (f"object storage: {type(e).__name__}: {text}; check the endpoint, bucket and credentials "
             "(--storage-options or the environment, e.g. AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID)")
 
 
+DEBUG_ENV = "PIRS_DEBUG"
+
+
+def _known(e: BaseException) -> bool:
+    """Errors that mean bad input or a busy output, not a bug: reported in one line, exit 2.
+
+    Every reader's and validator's error is a ``ValueError`` (``ShardError``, ``RecipeError``,
+    ``InputError``, ...) with a one-line message; pirs' own ``RuntimeError`` subclasses
+    (``BuildError``, ``RunError``, ``LockHeld``) say why a run cannot start or finish.
+    """
+    if isinstance(e, ValueError):
+        return True
+    return isinstance(e, RuntimeError) and type(e).__module__.startswith("pirs.")
+
+
+def _os_message(e: OSError) -> str:
+    where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+    what = e.strerror or " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, PermissionError):
+        return f"{where}permission denied ({what}); check who owns it and its mode"
+    return f"{where}{what}"
+
+
 def run_cli(prog: str, handler, a) -> int:
-    """Run a command's handler; an object-store error ends it with one line and exit status 2."""
+    """Run a command's handler so that it fails in one line with a non-zero exit, never a traceback.
+
+    An object-store error, bad input (a reader's or validator's error), a busy output
+    (:class:`~.lock.LockHeld`) or a local file error ends it with one line and exit status 2;
+    anything else is a bug: one line naming it and how to see the traceback (``--debug``
+    or ``PIRS_DEBUG=1``), exit status 3.
+    """
+    import sys
+
+    from .atomic import one_line
+
+    debug = bool(os.environ.get(DEBUG_ENV)) or bool(getattr(a, "debug", False))
     try:
         return handler(a)
-    except Exception as e:
-        msg = store_error(e)
-        if msg is None:
+    except KeyboardInterrupt:
+        if debug:
             raise
-        import sys
-
-        print(f"{prog}: error: {msg}", file=sys.stderr)
-        return 2
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if debug:
+            raise
+        msg = store_error(e)
+        if msg is not None:
+            print(f"{prog}: error: {msg[:2000]}", file=sys.stderr)
+            return 2
+        if isinstance(e, OSError) and not type(e).__module__.startswith("pirs."):
+            print(f"{prog}: error: {_os_message(e)[:2000]}", file=sys.stderr)
+            return 2
+        if _known(e):
+            print(f"{prog}: error: {one_line(e)[:2000]}", file=sys.stderr)
+            return 2
+        if isinstance(e, MemoryError):
+            text = "out of memory"
+        elif isinstance(e, RecursionError):
+            text = "input nested too deeply (RecursionError)"
+        else:
+            text = f"{type(e).__name__}: {one_line(e)[:1000]}"
+        print(f"{prog}: internal error: {text}; this is a bug in pirs: please report it with the traceback "
+              f"(run again with --debug or {DEBUG_ENV}=1 to see it)", file=sys.stderr)
+        return 3
 
 
 def load_hint(out: str | os.PathLike, suffix: str = "['train'][0]") -> str:

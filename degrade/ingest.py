@@ -47,6 +47,7 @@ from .build import (
 from .fs import Folder, absolute, set_storage_options
 from .labels import prompt_for
 from .layouts import Layout, Pair, get_layout
+from .lock import LockHeld, output_lock
 from .ops import geometry
 from .pipeline import degrade
 from .recipe import Recipe, load_recipe
@@ -327,6 +328,16 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         out.mkdir()
     except ValueError as e:
         raise BuildError(str(e)) from None
+    try:
+        with output_lock(out, "degrade ingest", cfg.storage_options):
+            return _ingest_locked(cfg, layout, recipe, pairs, problems, fp, out, t0)
+    except LockHeld as e:
+        raise BuildError(str(e)) from None
+
+
+def _ingest_locked(cfg: IngestConfig, layout: Layout, recipe, pairs: list, problems: list, fp: str, out: Folder,
+                   t0: float) -> IngestResult:
+    """The ingest once this process holds the lock on ``--out`` (one writer per output)."""
     prev = None
     if out.exists("build.json"):
         try:
@@ -339,6 +350,7 @@ def ingest(cfg: IngestConfig) -> IngestResult:
         _clear(out)
     for tmp in out.glob("*.tmp") + out.glob(f"{STATS_DIR}/*.tmp"):
         out.rm(tmp)
+    out.rm("manifest.json")  # a manifest means complete: none while this ingest writes (written again last)
     out.write_json("build.json", {"fingerprint": fp, "args": _args(cfg), "pirs": PIRS_VERSION})
     config = {k: v for k, v in asdict(cfg).items() if k != "storage_options"}
     config["input"] = absolute(cfg.input)  # workers (other processes, Ray nodes) have other working folders

@@ -153,6 +153,7 @@ def make_parser() -> argparse.ArgumentParser:
     """The ``restore`` argument parser."""
     parser = argparse.ArgumentParser(prog="restore", description="pirs restore: reference training and inference "
                                      "of prompt-driven diffusion restorers on pirs shards")
+    parser.add_argument("--debug", action="store_true", help="traceback of an unexpected error (or PIRS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _train_parser(sub)
     _predict_parser(sub)
