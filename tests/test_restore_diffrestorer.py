@@ -101,7 +101,7 @@ def test_a_stage_two_run_is_self_contained(tmp_path, shards, stage2) -> None:
 
     from pirs.models.cli import main
 
-    args = ["--input", str(shards), "--steps", "2", "--limit", "2", "--quiet"]
+    args = ["--input", str(shards), "--steps", "2", "--limit", "1", "--quiet"]
     with working_folder(stage2):
         assert main(["predict", "--checkpoint", "s2", "--out", str(tmp_path / "a"), *args]) == 0
     newer = stage2 / "s1" / "checkpoint-0000009"  # written after stage 2 trained, with other weights
@@ -121,7 +121,7 @@ def test_a_stage_two_run_is_self_contained(tmp_path, shards, stage2) -> None:
     finally:
         shutil.rmtree(newer)
     a = {p.name: p.read_bytes() for p in (tmp_path / "a").glob("*.png")}
-    assert len(a) == 2
+    assert len(a) == 1
     assert a == {p.name: p.read_bytes() for p in (tmp_path / "b").glob("*.png")}
     assert a == {p.name: p.read_bytes() for p in (tmp_path / "elsewhere" / "c").glob("*.png")}
 
