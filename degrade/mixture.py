@@ -38,30 +38,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-
-import cv2
-import numpy as np
-import yaml
+from typing import TYPE_CHECKING
 
 from . import schema
 from .atomic import write_json, write_text
-from .build import (
-    PIRS_VERSION,
-    STATS_DIR,
-    BuildConfig,
-    BuildError,
-    build,
-    decode_png,
-    encode_png,
-    key_width,
-    sample_rng,
-    shard_name,
-)
-from .ingest import IngestConfig, ingest
-from .layouts import get_layout
-from .ops import noise as noise_op
-from .recipe import load_recipe
-from .shards import ShardWriter, index_samples, shard_paths
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# The builders (and what they import) are imported where they are used, so that `degrade`'s parser can
+# take this command's arguments from :func:`add_parser` at little cost.
 
 PARTS_DIR = "parts"
 INDEX_FILE = "index.jsonl"
@@ -151,6 +137,11 @@ def plans_dir() -> Path:
 def load_plan(path: str | Path) -> Plan:
     """Read and check a plan (a shipped name or a YAML path): unknown keys, layouts, recipes and ranges
     are refused by name."""
+    import yaml
+
+    from .layouts import get_layout
+    from .recipe import load_recipe
+
     p = Path(path)
     if not p.is_file() and (plans_dir() / f"{path}.yaml").is_file():
         p = plans_dir() / f"{path}.yaml"
@@ -246,6 +237,9 @@ def sample_augment(rng: np.random.Generator, aug: Augment, h: int, w: int) -> di
 
 def apply_geometry(img: np.ndarray, params: dict) -> np.ndarray:
     """The geometric part of an augmentation (applied alike to HQ and LQ): crop, mirror, turns, affine."""
+    import cv2
+    import numpy as np
+
     t, left, h, w = params["crop"]
     x = img[t: t + h, left: left + w]
     if params["mirror"]:
@@ -265,6 +259,10 @@ def apply_geometry(img: np.ndarray, params: dict) -> np.ndarray:
 
 def augment_pair(hq: np.ndarray, lq: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray]:
     """``(hq, lq)`` augmented by ``params`` (from :func:`sample_augment`); the noise goes on the LQ only."""
+    import numpy as np
+
+    from .ops import noise as noise_op
+
     hq2, lq2 = apply_geometry(hq, params), apply_geometry(lq, params)
     if params["noise"]:
         noisy = noise_op.apply(lq2.astype(np.float32) / np.float32(255.0), params["noise"])
@@ -281,6 +279,8 @@ def selection(n: int, count: int, seed: int, part: int) -> list[tuple[int, int]]
     ``n >= count``: a choice without repetition. Else every record ``count // n`` times and a
     choice of ``count % n`` records once more; copy 0 is the record itself.
     """
+    import numpy as np
+
     rng = np.random.default_rng([int(seed), 7, int(part)])
     if n >= count:
         return [(int(i), 0) for i in sorted(rng.choice(n, count, replace=False))]
@@ -320,6 +320,8 @@ class MixtureResult:
 
 def check_sources(plan: Plan, root: Path) -> None:
     """Every part's folder exists, before any work: one message naming all that are missing."""
+    from .build import BuildError
+
     missing = []
     for part in plan.parts:
         folders = [part.ingest["root"]] if part.ingest else list(part.build["roots"])
@@ -332,6 +334,9 @@ def check_sources(plan: Plan, root: Path) -> None:
 
 def _build_part(cfg: MixtureConfig, plan: Plan, part: Part, count: int, root: Path, out: Path) -> dict:
     """Ingest or build one part into ``out``; returns its manifest."""
+    from .build import BuildConfig, BuildError, build
+    from .ingest import IngestConfig, ingest
+
     if part.ingest:
         ing = part.ingest
         match = ing.get("match")
@@ -364,6 +369,8 @@ def _build_part(cfg: MixtureConfig, plan: Plan, part: Part, count: int, root: Pa
 
 def _records(folder: Path) -> list[tuple[Path, str, dict]]:
     """A part's samples in order: (shard, key, member spans)."""
+    from .shards import index_samples, shard_paths
+
     out = []
     for shard in shard_paths(folder):
         index = index_samples(shard)
@@ -380,6 +387,8 @@ def _read(shard: Path, span: tuple[int, int]) -> bytes:
 def mixture_sample(plan: Plan, part: Part, src: tuple[Path, str, dict], copy: int, index: int,
                    key: str) -> tuple[dict, dict, dict]:
     """One mixture sample: ``(members, record, index row)``. Pure in (the part record, plan, index)."""
+    from .build import BuildError, decode_png, encode_png, sample_rng
+
     shard, part_key, spans = src
     rec = schema.validate(schema.upgrade(json.loads(_read(shard, spans["json"]))), f"{shard}: {part_key}")
     hq_bytes, lq_bytes = _read(shard, spans["hq.png"]), _read(shard, spans["lq.png"])
@@ -410,6 +419,8 @@ def mixture_sample(plan: Plan, part: Part, src: tuple[Path, str, dict], copy: in
 
 def build_mixture(cfg: MixtureConfig) -> MixtureResult:
     """Build (or resume) the parts and the merged mixture of ``cfg.plan``."""
+    from .build import BuildError
+
     t0 = time.perf_counter()
     try:
         plan = load_plan(cfg.plan)
@@ -430,6 +441,9 @@ def build_mixture(cfg: MixtureConfig) -> MixtureResult:
 
 
 def _merge(plan: Plan, count: int, out: Path, manifests: dict[str, dict], t0: float) -> MixtureResult:
+    from .build import PIRS_VERSION, STATS_DIR, BuildError, key_width, shard_name
+    from .shards import ShardWriter
+
     records = {part.type: _records(out / PARTS_DIR / part.type) for part in plan.parts}
     for part in plan.parts:
         if not records[part.type]:
@@ -478,7 +492,7 @@ def _merge(plan: Plan, count: int, out: Path, manifests: dict[str, dict], t0: fl
 
 def _write_outputs(plan: Plan, count: int, out: Path, manifests: dict, records: dict, chosen: list, fp: str,
                    n_shards: int) -> dict:
-    from .build import content_sha256
+    from .build import PIRS_VERSION, STATS_DIR, content_sha256, shard_name
 
     stats = [json.loads((out / STATS_DIR / f"{shard_name(s)[:-4]}.json").read_text()) for s in range(n_shards)]
     types = {}
@@ -542,6 +556,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def cmd_mixture(a) -> int:
     """Run ``degrade mixture``; one line on error, exit 2."""
+    from .build import BuildError
+
     cfg = MixtureConfig(plan=a.plan, source_root=a.source_root, out=a.out, per_type=a.per_type, workers=a.workers,
                         progress=not a.quiet, overwrite=a.overwrite, parts_only=a.parts_only)
     try:
