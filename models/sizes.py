@@ -37,20 +37,12 @@ SD15_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_
                  num_attention_heads=12, max_position_embeddings=77)  # CLIP ViT-L/14 text tower
 CLIP_L_VISION = dict(image_size=224, patch_size=14, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                      num_attention_heads=16, projection_dim=768)  # openai/clip-vit-large-patch14 vision tower
-CLIP_G_VISION = dict(image_size=224, patch_size=14, hidden_size=1664, intermediate_size=8192, num_hidden_layers=48,
-                     num_attention_heads=16, projection_dim=1280)  # laion CLIP-ViT-bigG-14 vision tower
-SD3_TRANSFORMER = dict(sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
-                       num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
-                       pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192)  # SD3 medium
-SD3_VAE = dict(SD15_VAE, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False)
-T5_XXL = dict(vocab_size=32128, d_model=4096, d_ff=10240, d_kv=64, num_layers=24, num_heads=64,
-              feed_forward_proj="gated-gelu")  # google/t5-v1_1-xxl encoder
 REAL_CONFIG = {"spire": "sd15", "xpsr": "sd15", "diffrestorer": "sd15", "dpir": "sd3"}
 
 
 def build_real_size(name: str, config: Any | None = None):
     """The method ``name`` at its paper's size on the meta device (no weights, no memory)."""
-    from diffusers import AutoencoderKL, SD3Transformer2DModel, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from .components import SDComponents, tiny_tokenizer
@@ -59,12 +51,10 @@ def build_real_size(name: str, config: Any | None = None):
     cls = get_method(name)
     cfg = config if config is not None else load_config(name, REAL_CONFIG[name])
     with torch.device("meta"):
-        if name == "dpir":
-            from transformers import T5Config, T5EncoderModel
+        if name == "dpir":  # SD3 medium, T5-XXL and the two CLIP vision towers at their published sizes
+            from .dpir import sd3_architecture
 
-            return cls(cfg, SD3Transformer2DModel(**SD3_TRANSFORMER), AutoencoderKL(**SD3_VAE),
-                       T5EncoderModel(T5Config(**T5_XXL)), tiny_tokenizer(77),
-                       CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_L_VISION)))
+            return cls(cfg, *sd3_architecture())
         parts = SDComponents(unet=UNet2DConditionModel(**SD15_UNET), vae=AutoencoderKL(**SD15_VAE),
                              text_encoder=CLIPTextModel(CLIPTextConfig(**SD15_TEXT)), tokenizer=tiny_tokenizer(77),
                              scheduler_config={})
