@@ -529,7 +529,7 @@ def check_sd3(base: str) -> Path:
 def load_sd3(base: str) -> tuple:
     """SD3 (medium) components from a local diffusers folder plus the two CLIP vision towers."""
     from diffusers import AutoencoderKL, SD3Transformer2DModel
-    from transformers import AutoTokenizer, CLIPVisionModelWithProjection, T5EncoderModel
+    from transformers import AutoTokenizer, T5EncoderModel
 
     root = check_sd3(base)
     kw = {"local_files_only": True}
@@ -537,5 +537,23 @@ def load_sd3(base: str) -> tuple:
             AutoencoderKL.from_pretrained(root / "vae", **kw),
             T5EncoderModel.from_pretrained(root / "text_encoder_3", **kw),
             AutoTokenizer.from_pretrained(root / "tokenizer_3", **kw),
-            CLIPVisionModelWithProjection.from_pretrained(root / "image_encoder", **kw),
-            CLIPVisionModelWithProjection.from_pretrained(root / "image_encoder_2", **kw))
+            load_clip_vision(root / "image_encoder"), load_clip_vision(root / "image_encoder_2"))
+
+
+def load_clip_vision(folder: Path):
+    """A CLIP vision tower with its projection, from its own folder or from a whole ``CLIPModel`` folder.
+
+    A ``CLIPModel`` config (``model_type: clip``, as openai/clip-vit-large-patch14 and
+    laion/CLIP-ViT-bigG-14-laion2B-39B-b160k ship) keeps the projection width at its top
+    level, while its ``vision_config`` may carry a default 512; the tower is built with the
+    top-level width and the text tower's weights are left out.
+    """
+    import json
+
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    raw = json.loads((folder / "config.json").read_text())
+    kw: dict = {"local_files_only": True}
+    if raw.get("model_type") == "clip":
+        kw["config"] = CLIPVisionConfig(**{**raw.get("vision_config", {}), "projection_dim": raw["projection_dim"]})
+    return CLIPVisionModelWithProjection.from_pretrained(folder, **kw)

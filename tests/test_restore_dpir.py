@@ -342,6 +342,18 @@ def test_loads_a_local_sd3_folder_and_names_what_is_missing(tmp_path) -> None:
     m = Dpir.build(cfg, base=str(tmp_path / "sd3"))
     for got, want in ((m.transformer, parts[0]), (m.image_encoder_2, parts[-1])):
         assert all(torch.equal(p, q) for p, q in zip(got.parameters(), want.parameters(), strict=True))
+    # a whole CLIPModel folder (as the CLIP repositories ship) gives its vision tower and projection
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig
+
+    vision = parts[4].config.to_dict()
+    text = CLIPTextConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2)
+    full = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config={**vision, "projection_dim": 512},
+                                projection_dim=vision["projection_dim"]))
+    full.vision_model.load_state_dict(parts[4].vision_model.state_dict())
+    full.visual_projection.load_state_dict(parts[4].visual_projection.state_dict())
+    full.save_pretrained(tmp_path / "sd3" / "image_encoder")
+    m = Dpir.build(cfg, base=str(tmp_path / "sd3"))
+    assert all(torch.equal(p, q) for p, q in zip(m.image_encoder.parameters(), parts[4].parameters(), strict=True))
 
 
 # ------------------------------------------------------------------ issue 16.4: the robust encoder's loss
