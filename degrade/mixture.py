@@ -432,6 +432,16 @@ def build_mixture(cfg: MixtureConfig) -> MixtureResult:
     root, out = Path(cfg.source_root), Path(cfg.out)
     check_sources(plan, root)
     out.mkdir(parents=True, exist_ok=True)
+    from .lock import LockHeld, output_lock
+
+    try:
+        with output_lock(out, "degrade mixture"):  # one writer per output (each part also locks its own)
+            return _build_locked(cfg, plan, count, root, out, t0)
+    except LockHeld as e:
+        raise BuildError(str(e)) from None
+
+
+def _build_locked(cfg: MixtureConfig, plan: Plan, count: int, root: Path, out: Path, t0: float) -> MixtureResult:
     manifests = {}
     for part in plan.parts:
         manifests[part.type] = _build_part(cfg, plan, part, count, root, out / PARTS_DIR / part.type)

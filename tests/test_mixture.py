@@ -152,6 +152,10 @@ def test_rerun_resumes_and_loads(mixture, tmp_path) -> None:
     assert main(["diffrestorer-train", "--source-root", str(src), "--out", str(out), "--per-type", str(PER_TYPE),
                  "--quiet"]) == 0
     assert (out / "shard-000000.tar").stat().st_mtime_ns == stamp
+    from pirs.degrade.lock import output_lock
+
+    with output_lock(out, "another writer"):  # one writer per output
+        assert main(["diffrestorer-train", "--source-root", str(src), "--out", str(out), "--quiet"]) == 2
     assert before == {p.name: p.read_bytes() for p in shard_paths(out)}
     datasets.disable_progress_bars()
     ds = datasets.load_dataset(str(out), split="train", cache_dir=str(tmp_path / "cache"))
