@@ -44,12 +44,15 @@ def _to_tensor(data: bytes) -> torch.Tensor:
 
 
 def _check_records(shard, index: dict[str, dict[str, tuple]]) -> None:
-    """Every record of a shard through the shard reader's checks before training starts (a bad record
-    found at step 10,000 would cost the run); one batched ranged read per shard on object storage."""
+    """Every record of a shard through the shard reader's checks, and every image's PNG header against
+    the pixel limit, before training starts (a bad sample found at step 10,000 would cost the run); one
+    batched ranged read per shard on object storage."""
     from pirs.degrade.fs import is_url, local_path, url_to_fs
+    from pirs.degrade.sources import DEFAULT_MAX_PIXELS, png_size
 
     keys = sorted(index)
-    spans = [index[k]["json"] for k in keys]
+    images = [(k, m) for k in keys for m in ("hq.png", "lq.png") if m in index[k]]
+    spans = [index[k]["json"] for k in keys] + [(index[k][m][0], min(index[k][m][1], 24)) for k, m in images]
     if is_url(shard):
         fs, path = url_to_fs(str(shard))
         datas = fs.cat_ranges([path] * len(spans), [o for o, _ in spans], [o + n for o, n in spans])
@@ -59,11 +62,18 @@ def _check_records(shard, index: dict[str, dict[str, tuple]]) -> None:
             for o, n in spans:
                 f.seek(o)
                 datas.append(f.read(n))
-    for key, data in zip(keys, datas, strict=True):
+    for key, data in zip(keys, datas[: len(keys)], strict=True):
         try:
             parse_record(data, f"{shard}: sample {key!r}", key)
         except ShardError as e:
             raise DataError(str(e)) from None
+    for (key, m), head in zip(images, datas[len(keys):], strict=True):
+        size = png_size(head)
+        if size is None:
+            raise DataError(f"{shard}: sample {key!r}: {m} is not a PNG")
+        if size[0] * size[1] > DEFAULT_MAX_PIXELS:
+            raise DataError(f"{shard}: sample {key!r}: {m} is {size[0]}x{size[1]} = {size[0] * size[1]} pixels, "
+                            f"over the decompression-bomb limit of {DEFAULT_MAX_PIXELS}")
 
 
 class ShardPairs(torch.utils.data.Dataset):

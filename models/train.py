@@ -57,8 +57,9 @@ def step_generator(seed: int, step: int, micro: int) -> torch.Generator:
 
 
 def data_options(method: Method, seed: int) -> DataOptions:
-    """Data options from a method's config (resolution, semantic field, prompt dropout)."""
-    c = method.config
+    """Data options from a method's config (resolution, semantic field, prompt dropout); ``method`` may
+    also be the config itself."""
+    c = getattr(method, "config", method)
     return DataOptions(resolution=getattr(c, "resolution", None), semantic_field=getattr(c, "semantic_field",
                        "caption_source"), restoration_dropout=getattr(c, "restoration_dropout", 0.0),
                        semantic_dropout=getattr(c, "semantic_dropout", getattr(c, "caption_dropout", 0.0)),
@@ -78,8 +79,9 @@ def train(tc: TrainConfig) -> dict:
 
     out = Path(tc.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = build_method(tc.method, tc.config, tc.overrides, tc.base)
-    data = ShardPairs(tc.data, data_options(model, tc.seed))
+    cfg = load_config(tc.method, tc.config, tc.overrides)
+    data = ShardPairs(tc.data, data_options(cfg, tc.seed))  # first: bad shards fail before any model is built
+    model = get_method(tc.method).build(cfg, tc.base)
     lr = tc.learning_rate if tc.learning_rate is not None else getattr(model.config, "learning_rate", 1e-4)
     params = model.trainable_parameters()
     if not params:
