@@ -89,6 +89,9 @@ def test_replay_detects_a_tampered_record(tmp_path, photos):
                 if o["op"] == "noise":
                     o["params"]["seed"] += 1
             w.write(key, {**members, "json": json.dumps(dict(rec, ops=json.dumps(ops))).encode()})
+    r = run(CLIS["degrade"], "replay", str(out), "00000000")  # the manifest's sha256 no longer matches
+    assert r.returncode == 2 and "differs from manifest.json" in r.stderr
+    (out / "manifest.json").unlink()  # a tampered shard with no manifest to betray it: replay itself tells
     r = run(CLIS["degrade"], "replay", str(out), "00000000")
     assert r.returncode == 1 and "DIFFERENT" in r.stdout
 

@@ -319,3 +319,24 @@ def test_restore_reads_training_shards_from_s3(tmp_path, s3, s3_build, local_bui
     assert main(["train", "--method", "spire", "--data", s3_build, "--out", str(tmp_path / "run"), "--max-steps",
                  "1", "--batch-size", "2", "--quiet", "--storage-options", json.dumps(s3)]) == 0
     assert (tmp_path / "run" / "log.jsonl").is_file()
+
+
+def test_one_writer_per_output_on_s3(s3, photos_dir, capsys):
+    """A lease object (conditional put) is the lock on an s3:// --out: a second writer is refused naming the
+    holder; a lease of another host not renewed for longer than the lease time is stale and taken over."""
+    from pirs.degrade.build import BuildError
+    from pirs.degrade.fs import Folder
+    from pirs.degrade.lock import LOCK_NAME, output_lock
+
+    url = f"s3://{BUCKET}/locked"
+    fs = _fs(s3)
+    with output_lock(Folder(url, s3), "caption run"):
+        assert json.loads(fs.cat_file(f"{BUCKET}/locked/{LOCK_NAME}"))["command"] == "caption run"
+        with pytest.raises(BuildError, match=r"being written by caption run \(pid \d+ on host"):
+            build(quick_config(url, photos_dir, storage_options=s3))
+    assert not fs.exists(f"{BUCKET}/locked/{LOCK_NAME}")
+    stale = {"host": "elsewhere", "pid": 1, "command": "degrade build", "started": "2020-01-01", "renewed": 0}
+    fs.pipe_file(f"{BUCKET}/locked/{LOCK_NAME}", json.dumps(stale).encode())
+    r = build(quick_config(url, photos_dir, storage_options=s3))
+    assert r.samples == 12 and not fs.exists(f"{BUCKET}/locked/{LOCK_NAME}")
+    assert "took over a stale lease of degrade build (pid 1 on host elsewhere" in capsys.readouterr().err
