@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="leaderboard", description="pirs leaderboard: the papers' published tables beside our scores.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="traceback of an unexpected error (or PIRS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     r = sub.add_parser("render", help="write the leaderboard site (Markdown, CSV, HTML, plots)",
                        description="Merge the paper tables and our results files into one long table and write, per "
@@ -203,11 +204,11 @@ def cmd_render(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "render":
-        return cmd_render(args)
-    if args.command == "reproduce":
-        from pirs.degrade.fs import run_cli
+    from pirs.degrade.fs import run_cli
 
+    if args.command == "render":
+        return run_cli("leaderboard render", cmd_render, args)
+    if args.command == "reproduce":
         return run_cli("leaderboard reproduce", cmd_reproduce, args)
     parser.print_help(sys.stderr)
     return 2
