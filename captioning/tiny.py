@@ -1,11 +1,20 @@
-"""A tiny random LLaVA checkpoint built offline, for tests and the caption benchmark.
+"""Tiny random vision-language checkpoints built offline, for tests and the caption benchmark.
 
-:func:`make_tiny_llava` writes to a local directory everything
-``LlavaForConditionalGeneration.from_pretrained`` and ``AutoProcessor.from_pretrained`` need, with
-nothing downloaded: a ``LlavaConfig`` joining a tiny CLIP vision tower (32x32 images, 8x8 patches, one
-layer) to a tiny Llama (hidden 16, one layer), a BPE tokenizer trained on a few sentences with
-``tokenizers`` (``<image>`` added, pad set), a ``CLIPImageProcessor`` at 32 pixels and a
-``LlavaProcessor`` carrying the LLaVA-1.5 chat template of ``llava-hf/llava-1.5-7b-hf``.
+Each ``make_tiny_*`` writes to a local directory everything ``AutoModelForImageTextToText.from_pretrained``
+and ``AutoProcessor.from_pretrained`` need, with nothing downloaded: the family's config class with a
+one-layer vision tower and a one-layer language model of hidden size 16, a BPE tokenizer trained on a
+few sentences with ``tokenizers`` (the family's special tokens added, pad set), the family's image
+processor at a few dozen pixels and its processor carrying the family's chat template:
+
+* :func:`make_tiny_llava`: ``LlavaConfig`` (CLIP tower at 32x32, 8x8 patches; Llama), the LLaVA-1.5 chat
+  template of ``llava-hf/llava-1.5-7b-hf``;
+* :func:`make_tiny_qwen2_vl`: ``Qwen2VLConfig`` (native-resolution tower, 8x8 patches merged 2x2, images
+  resized to 16..48 px a side; Qwen2 with multimodal rotary positions), the ChatML template of
+  ``Qwen/Qwen2-VL-7B-Instruct`` (default system turn, ``<|vision_start|><|image_pad|><|vision_end|>``);
+* :func:`make_tiny_idefics3`: ``Idefics3Config`` (SigLIP tower at 32x32, pixel shuffle by 2, no image
+  splitting; Llama), the ``User:<image>...<end_of_utterance>\\nAssistant:`` template of Idefics3 / SmolVLM.
+
+:func:`make_tiny` builds one by family name (:data:`FAMILIES`).
 
 The weights are random but seeded, so greedy generation is deterministic. The rows of the LM head
 for special tokens are zeroed, so a normal tiny model practically never emits EOS and always writes
@@ -125,3 +134,169 @@ def make_tiny_llava(path: str | Path, seed: int = 0, eos_only: bool = False) -> 
                                chat_template=LLAVA15_CHAT_TEMPLATE)
     processor.save_pretrained(path)
     return path
+
+
+# ------------------------------------------------------------------------------------------------- other families
+
+# Qwen2-VL-Instruct's chat template (ChatML with a default system turn), images and text in content order.
+QWEN2_VL_CHAT_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}{% if content['type'] == 'image' or 'image' in content "
+    "or 'image_url' in content %}<|vision_start|><|image_pad|><|vision_end|>{% elif 'text' in content %}"
+    "{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Idefics3 / SmolVLM's chat template.
+IDEFICS3_CHAT_TEMPLATE = (
+    "<|begin_of_text|>{% for message in messages %}{{ message['role'] | capitalize }}"
+    "{% if message['content'][0]['type'] == 'image' %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{ line['text'] }}"
+    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+
+
+def _family_tokenizer(specials: list[str], template: str, **tokens):
+    """A Metaspace BPE tokenizer over ``_CORPUS`` and the family's rendered prompts; ``specials[0]`` is EOS (id 0)."""
+    import jinja2
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    render = jinja2.Environment().from_string(template).render
+    prompts = [render(messages=[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}],
+                      add_generation_prompt=True) for t in _CORPUS[2:]]
+    for special in specials:  # learn the text around the special tokens, never pieces of their spelling
+        prompts = [p.replace(special, " ") for p in prompts]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE + 40, special_tokens=specials + ["<unk>"],
+                                  show_progress=False)
+    tok.train_from_iterator((_CORPUS + prompts) * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", padding_side="left",
+                                   model_max_length=2048, **tokens)
+    assert fast.convert_tokens_to_ids(specials[0]) == 0
+    return fast
+
+
+def _randomize(model, tokenizer, eos_only: bool) -> None:
+    """Weights varied enough to give varied text (seed torch before building the model); the head never
+    (with ``eos_only``, always) picks the EOS."""
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0.0, 0.5)
+        head = model.get_output_embeddings().weight
+        if eos_only:
+            head.zero_()  # all logits tie at 0; greedy argmax picks token 0, the EOS
+        else:
+            head[tokenizer.all_special_ids] = 0.0
+
+
+def _text_config(tokenizer, bos: str | None, eos: str, pad: str, **extra) -> dict:
+    tid = tokenizer.convert_tokens_to_ids
+    return dict(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+                bos_token_id=tid(bos) if bos else None, eos_token_id=tid(eos), pad_token_id=tid(pad), **extra)
+
+
+def make_tiny_qwen2_vl(path: str | Path, seed: int = 0, eos_only: bool = False) -> Path:
+    """Write a tiny random Qwen2-VL (model, tokenizer, image and video processors, chat template) to ``path``.
+
+    About 25k parameters; images are resized to 16..48 px a side (1 to 9 image tokens).
+    """
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+    )
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    specials = ["<|im_end|>", "<|endoftext|>", "<|im_start|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>"]
+    tok = _family_tokenizer(specials, QWEN2_VL_CHAT_TEMPLATE, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                            extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+                                                  "vision_bos_token": "<|vision_start|>",
+                                                  "vision_eos_token": "<|vision_end|>"})
+    tid = tok.convert_tokens_to_ids
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]}  # head_dim 8: 4 pairs
+    config = Qwen2VLConfig(
+        text_config=_text_config(tok, None, "<|im_end|>", "<|endoftext|>", rope_parameters=rope),
+        vision_config=dict(depth=1, embed_dim=16, hidden_size=16, mlp_ratio=2, num_heads=2, patch_size=PATCH_SIZE,
+                           spatial_merge_size=2, temporal_patch_size=2),
+        image_token_id=tid("<|image_pad|>"), video_token_id=tid("<|video_pad|>"),
+        vision_start_token_id=tid("<|vision_start|>"), vision_end_token_id=tid("<|vision_end|>"))
+    torch.manual_seed(seed)
+    torch_model = Qwen2VLForConditionalGeneration(config).eval()
+    _randomize(torch_model, tok, eos_only)
+    torch_model.generation_config = GenerationConfig(eos_token_id=tid("<|im_end|>"), pad_token_id=tid("<|endoftext|>"))
+    torch_model.save_pretrained(path)
+    sizes = dict(patch_size=PATCH_SIZE, merge_size=2, temporal_patch_size=2, min_pixels=16 * 16, max_pixels=48 * 48)
+    processor = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(**sizes), tokenizer=tok,
+                                 video_processor=Qwen2VLVideoProcessor(**sizes), chat_template=QWEN2_VL_CHAT_TEMPLATE)
+    processor.save_pretrained(path)
+    return path
+
+
+def make_tiny_idefics3(path: str | Path, seed: int = 0, eos_only: bool = False) -> Path:
+    """Write a tiny random Idefics3 (the SmolVLM architecture: model, tokenizer, processor, chat template).
+
+    About 17k parameters; each image is one 32x32 view (no splitting), 4 image tokens.
+    """
+    import torch
+    from transformers import (
+        GenerationConfig,
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessor,
+        Idefics3Processor,
+    )
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    specials = ["<end_of_utterance>", "<|begin_of_text|>", "<|finetune_right_pad_id|>", "<fake_token_around_image>",
+                "<image>", "<global-img>"]
+    tok = _family_tokenizer(specials, IDEFICS3_CHAT_TEMPLATE, eos_token="<end_of_utterance>",
+                            bos_token="<|begin_of_text|>", pad_token="<|finetune_right_pad_id|>",
+                            extra_special_tokens={"image_token": "<image>"})
+    tid = tok.convert_tokens_to_ids
+    config = Idefics3Config(
+        text_config=dict(model_type="llama", **_text_config(tok, "<|begin_of_text|>", "<end_of_utterance>",
+                                                            "<|finetune_right_pad_id|>")),
+        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=IMAGE_SIZE, patch_size=PATCH_SIZE),
+        image_token_id=tid("<image>"), scale_factor=2)
+    torch.manual_seed(seed)
+    torch_model = Idefics3ForConditionalGeneration(config).eval()
+    _randomize(torch_model, tok, eos_only)
+    torch_model.generation_config = GenerationConfig(bos_token_id=tid("<|begin_of_text|>"),
+                                                     eos_token_id=tid("<end_of_utterance>"),
+                                                     pad_token_id=tid("<|finetune_right_pad_id|>"))
+    torch_model.save_pretrained(path)
+    image_processor = Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": IMAGE_SIZE},
+                                             max_image_size={"longest_edge": IMAGE_SIZE})
+    n_tokens = (IMAGE_SIZE // PATCH_SIZE) ** 2 // 2 ** 2
+    processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=n_tokens,
+                                  chat_template=IDEFICS3_CHAT_TEMPLATE)
+    processor.save_pretrained(path)
+    return path
+
+
+FAMILIES = {"llava": make_tiny_llava, "qwen2-vl": make_tiny_qwen2_vl, "idefics3": make_tiny_idefics3}
+
+
+def make_tiny(family: str, path: str | Path, seed: int = 0, eos_only: bool = False) -> Path:
+    """Write the tiny random model of ``family`` (one of :data:`FAMILIES`) to ``path``; return the path."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown tiny family {family!r} (choose from {', '.join(FAMILIES)})")
+    return FAMILIES[family](path, seed=seed, eos_only=eos_only)

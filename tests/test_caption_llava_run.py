@@ -1,4 +1,4 @@
-"""`caption run --backend llava` end to end with a tiny random LLaVA: fields, batching, a killed run resumed."""
+"""`caption run --backend llava` (a name for transformers), tiny LLaVA: fields, batching, a killed run resumed."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_llava_run_fills_both_xpsr_fields_and_resumes_after_a_kill(tmp_path, pho
         meta = json.loads(rec["caption_meta"])
         assert meta["caption_high"]["instruction_text"].startswith("Please provide a descriptive summary")
         assert meta["caption_low"]["instruction_text"].startswith("Please describe the quality of this image")
-        assert meta["caption_low"]["backend"] == "llava" and meta["caption_low"]["image"] == "lq"
+        assert meta["caption_low"]["backend"] == "transformers" and meta["caption_low"]["image"] == "lq"
 
     out = tmp_path / "out"
     proc = _caption(shards, out, tiny_llava, batch=1)

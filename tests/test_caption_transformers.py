@@ -1,4 +1,8 @@
-"""The llava backend end to end through real transformers code, with a tiny random LLaVA built offline."""
+"""The transformers backend end to end through real transformers code, with tiny random models built offline.
+
+Three families (LLaVA, Qwen2-VL, Idefics3 = SmolVLM's architecture), each from its config class, with its own
+processor and chat template: batched equals one at a time, greedy is deterministic, instructions go in verbatim.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,27 @@ from pathlib import Path
 import pytest
 
 from conftest import synthetic_photo
-from pirs.captioning.backend import XPSR_INSTRUCTIONS, CaptionError, Instruction, Item
-from pirs.captioning.llava import LLAVA15_PROMPT, LlavaBackend, MissingWeightsError, _resolve_device_dtype
-from pirs.captioning.tiny import make_tiny_llava
+from pirs.captioning.backend import BUILTIN_INSTRUCTIONS, XPSR_INSTRUCTIONS, CaptionError, Instruction, Item
+from pirs.captioning.tiny import FAMILIES, make_tiny, make_tiny_llava
+from pirs.captioning.vlm import LLAVA15_PROMPT, MissingWeightsError, TransformersBackend, _resolve_device_dtype
+
+# What each family's chat template makes of one user turn (image, then the instruction).
+EXPECTED_PROMPTS = {
+    "llava": "USER: <image>\n{text} ASSISTANT:",
+    "qwen2-vl": "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                "<|vision_start|><|image_pad|><|vision_end|>{text}<|im_end|>\n<|im_start|>assistant\n",
+    "idefics3": "<|begin_of_text|>User:<image>{text}<end_of_utterance>\nAssistant:",
+}
 
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
     return make_tiny_llava(tmp_path_factory.mktemp("tiny") / "llava", seed=0)
+
+
+@pytest.fixture(scope="module", params=sorted(FAMILIES))
+def family_dir(request, tmp_path_factory) -> tuple[str, Path]:
+    return request.param, make_tiny(request.param, tmp_path_factory.mktemp("tiny") / request.param, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +68,62 @@ def test_tiny_checkpoint_round_trips(tiny_dir):
     assert processor.tokenizer.pad_token is not None and processor.chat_template
 
 
+def test_every_family_loads_through_the_auto_classes(family_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    family, path = family_dir
+    model = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True)
+    processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+    assert sum(p.numel() for p in model.parameters()) < 30_000
+    assert processor.chat_template and processor.tokenizer.pad_token is not None
+    b = TransformersBackend(str(path), batch_size=2, max_new_tokens=3)
+    assert b.name == "transformers" and b.settings["model_type"] == model.config.model_type
+    assert b.settings["architecture"] == type(model).__name__
+    assert b.settings["chat_template"].startswith("sha256:")
+    assert TransformersBackend.describe(str(path), batch_size=2, max_new_tokens=3) == b.settings
+
+
+def test_every_family_batched_equals_one_at_a_time_and_is_deterministic(family_dir, tmp_path):
+    family, path = family_dir
+    items = _items(5)
+    texts = ["Describe.", "Please describe this picture in one sentence, with its colors and lighting.",
+             XPSR_INSTRUCTIONS["low"].text, BUILTIN_INSTRUCTIONS["spire-long"].text, "What is in the image?"]
+    batched = TransformersBackend(str(path), batch_size=5, max_new_tokens=10)
+    got = batched.generate([it.image for it in items], texts)
+    single = TransformersBackend(str(path), batch_size=1, max_new_tokens=10)
+    assert got == [single.generate([it.image], [t])[0] for it, t in zip(items, texts, strict=True)]
+    assert all(got) and len(set(got)) == 5
+    assert batched.generate([it.image for it in items], texts) == got  # greedy: the same again
+    again = TransformersBackend(str(make_tiny(family, tmp_path / "again", seed=0)), batch_size=2, max_new_tokens=10)
+    assert again.generate([it.image for it in items], texts) == got  # the same model built again
+    other = TransformersBackend(str(make_tiny(family, tmp_path / "other", seed=1)), batch_size=5, max_new_tokens=10)
+    assert other.generate([it.image for it in items], texts) != got
+
+
+def test_every_family_gets_the_instructions_verbatim_in_its_own_template(family_dir, monkeypatch):
+    family, path = family_dir
+    b = TransformersBackend(str(path), batch_size=8, max_new_tokens=4)
+    seen: list = []
+    real = b.processor.__class__.__call__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs["text"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(b.processor.__class__, "__call__", spy)
+    for inst in BUILTIN_INSTRUCTIONS.values():
+        assert len(b.caption(_items(2), inst)) == 2
+        expected = EXPECTED_PROMPTS[family].format(text=inst.text)
+        assert seen[-1] == [expected, expected]
+
+
 def test_batched_left_padding_equals_one_at_a_time(tiny_dir):
     images = [it.image for it in _items(3)]
     texts = ["Describe.", "Please describe this picture in one sentence, with its colors and lighting.",
              XPSR_INSTRUCTIONS["low"].text]
-    batched = LlavaBackend(str(tiny_dir), batch_size=3, max_new_tokens=12)
+    batched = TransformersBackend(str(tiny_dir), batch_size=3, max_new_tokens=12)
     got = batched.generate(images, texts)
-    single = LlavaBackend(str(tiny_dir), batch_size=1, max_new_tokens=12)
+    single = TransformersBackend(str(tiny_dir), batch_size=1, max_new_tokens=12)
     want = [single.generate([img], [t])[0] for img, t in zip(images, texts, strict=True)]
     assert got == want
     assert all(got) and len(set(got)) == 3
@@ -76,17 +142,17 @@ def _pil(img):
 
 def test_greedy_is_deterministic_and_seeded(tiny_dir, tmp_path):
     items = _items(5)
-    b = LlavaBackend(str(tiny_dir), batch_size=4, max_new_tokens=10)
+    b = TransformersBackend(str(tiny_dir), batch_size=4, max_new_tokens=10)
     first = b.caption(items, XPSR_INSTRUCTIONS["high"])
     assert first == b.caption(items, XPSR_INSTRUCTIONS["high"])
-    again = LlavaBackend(str(make_tiny_llava(tmp_path / "again", seed=0)), batch_size=2, max_new_tokens=10)
+    again = TransformersBackend(str(make_tiny_llava(tmp_path / "again", seed=0)), batch_size=2, max_new_tokens=10)
     assert again.caption(items, XPSR_INSTRUCTIONS["high"]) == first
-    other = LlavaBackend(str(make_tiny_llava(tmp_path / "other", seed=1)), batch_size=4, max_new_tokens=10)
+    other = TransformersBackend(str(make_tiny_llava(tmp_path / "other", seed=1)), batch_size=4, max_new_tokens=10)
     assert other.caption(items, XPSR_INSTRUCTIONS["high"]) != first
 
 
 def test_chat_template_and_xpsr_instructions_verbatim(tiny_dir, monkeypatch):
-    b = LlavaBackend(str(tiny_dir), batch_size=8, max_new_tokens=4)
+    b = TransformersBackend(str(tiny_dir), batch_size=8, max_new_tokens=4)
     seen: list = []
     real = b.processor.__class__.__call__
 
@@ -111,7 +177,7 @@ def test_chat_template_and_xpsr_instructions_verbatim(tiny_dir, monkeypatch):
 
 
 def test_decodes_only_the_new_tokens(tiny_dir, monkeypatch):
-    b = LlavaBackend(str(tiny_dir), batch_size=2, max_new_tokens=7)
+    b = TransformersBackend(str(tiny_dir), batch_size=2, max_new_tokens=7)
     spy = _Spy(b.model.generate)
     monkeypatch.setattr(b.model, "generate", spy)
     items = _items(2)
@@ -128,9 +194,9 @@ def test_decodes_only_the_new_tokens(tiny_dir, monkeypatch):
 
 
 def test_provenance_fields(tiny_dir, tmp_path):
-    b = LlavaBackend(str(tiny_dir), batch_size=3, max_new_tokens=9)
+    b = TransformersBackend(str(tiny_dir), batch_size=3, max_new_tokens=9)
     prov = b.provenance(XPSR_INSTRUCTIONS["low"], "lq")
-    assert prov["backend"] == "llava" and b.name == "llava" and b.needs_pixels
+    assert prov["backend"] == "transformers" and b.name == "transformers" and b.needs_pixels
     assert prov["model"] == str(tiny_dir) and prov["revision"] is None
     assert prov["instruction"] == "low" and prov["instruction_text"] == XPSR_INSTRUCTIONS["low"].text
     assert prov["image"] == "lq"
@@ -140,7 +206,8 @@ def test_provenance_fields(tiny_dir, tmp_path):
     commit = "0123456789abcdef0123456789abcdef01234567"
     snap = tmp_path / "models--pirs--tiny" / "snapshots" / commit
     shutil.copytree(tiny_dir, snap)
-    assert LlavaBackend(str(snap), max_new_tokens=2).provenance(XPSR_INSTRUCTIONS["high"], "hq")["revision"] == commit
+    prov = TransformersBackend(str(snap), max_new_tokens=2).provenance(XPSR_INSTRUCTIONS["high"], "hq")
+    assert prov["revision"] == commit
 
 
 def test_device_and_dtype_choice():
@@ -154,27 +221,27 @@ def test_missing_weights_say_which_files_go_where(tmp_path, tiny_dir):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(MissingWeightsError) as exc:
-        LlavaBackend(str(empty))
+        TransformersBackend(str(empty))
     msg = str(exc.value)
     for name in ("config.json", "model.safetensors", "model.safetensors.index.json", "tokenizer.json",
                  "tokenizer_config.json", "preprocessor_config.json", "processor_config.json", "chat_template",
                  str(empty), "--model DIR"):
         assert name in msg, name
     with pytest.raises(MissingWeightsError, match="not a directory"):
-        LlavaBackend(str(tmp_path / "nowhere"))
+        TransformersBackend(str(tmp_path / "nowhere"))
     # a hub id that is not in the local cache: refused before any download is attempted
     with pytest.raises(MissingWeightsError, match="not in the local Hugging Face cache"):
-        LlavaBackend("pirs-tests-nobody/no-such-llava-checkpoint")
+        TransformersBackend("pirs-tests-nobody/no-such-llava-checkpoint")
     # weights missing but everything else there
     partial = tmp_path / "partial"
     shutil.copytree(tiny_dir, partial)
     (partial / "model.safetensors").unlink()
     with pytest.raises(MissingWeightsError, match=r"missing model\.safetensors"):
-        LlavaBackend(str(partial))
+        TransformersBackend(str(partial))
 
 
 def test_empty_output_raises_caption_error_naming_keys(eos_dir):
-    b = LlavaBackend(str(eos_dir), batch_size=2, max_new_tokens=5)
+    b = TransformersBackend(str(eos_dir), batch_size=2, max_new_tokens=5)
     items = _items(3)
     with pytest.raises(CaptionError) as exc:
         b.caption(items, XPSR_INSTRUCTIONS["high"])
@@ -186,7 +253,7 @@ def test_empty_output_raises_caption_error_naming_keys(eos_dir):
 
 
 def test_missing_image_fails_only_that_item(tiny_dir):
-    b = LlavaBackend(str(tiny_dir), batch_size=4, max_new_tokens=4)
+    b = TransformersBackend(str(tiny_dir), batch_size=4, max_new_tokens=4)
     items = _items(3)
     items[1] = Item("nopix", {}, None)
     with pytest.raises(CaptionError, match="nopix") as exc:
@@ -207,10 +274,10 @@ def test_hub_id_loads_from_the_local_cache_only(tiny_dir, tmp_path):
     shutil.copytree(tiny_dir, repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    code = ("from pirs.captioning.llava import LlavaBackend, MissingWeightsError\n"
-            "b = LlavaBackend('pirs/tiny-llava', max_new_tokens=2)\n"
+    code = ("from pirs.captioning.vlm import TransformersBackend, MissingWeightsError\n"
+            "b = TransformersBackend('pirs/tiny-llava', max_new_tokens=2)\n"
             "print(b.settings['model'], b.settings['revision'])\n"
-            "try:\n    LlavaBackend('pirs/tiny-llava', revision='v2')\n"
+            "try:\n    TransformersBackend('pirs/tiny-llava', revision='v2')\n"
             "except MissingWeightsError as e:\n    print('refused', 'not in the local Hugging Face cache' in str(e))\n")
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

@@ -128,14 +128,14 @@ def test_interrupted_ray_run_resumes(tmp_path, photos_dir, ray_cluster):
 
 
 def test_caption_run_on_a_ray_actor_pool_matches_local(tmp_path, reference, ray_cluster):
-    """Tiny random LLaVA: each of 2 actors loads it once; the captioned shards equal a local run's."""
+    """Tiny random Qwen2-VL: each of 2 actors loads it once; the captioned shards equal a local run's."""
     from pirs.captioning.run import CaptionConfig, run
-    from pirs.captioning.tiny import make_tiny_llava
+    from pirs.captioning.tiny import make_tiny_qwen2_vl
 
-    model = make_tiny_llava(tmp_path / "llava", seed=0)
+    model = make_tiny_qwen2_vl(tmp_path / "qwen2-vl", seed=0)
 
     def cfg(out: Path, **kw) -> CaptionConfig:
-        return CaptionConfig(shards=str(reference), out=str(out), backend="llava", model=str(model),
+        return CaptionConfig(shards=str(reference), out=str(out), backend="transformers", model=str(model),
                              instructions=["low"], batch_size=4, max_new_tokens=6, device="cpu", dtype="float32",
                              progress=False, **kw)
 
@@ -277,18 +277,18 @@ def test_relative_paths_reach_ray_workers_in_other_working_folders(tmp_path, pho
 def test_a_distributed_caption_run_never_loads_the_model_in_the_driver(tmp_path, reference, ray_cluster,
                                                                        monkeypatch):
     """The driver only describes the backend (on a worker, where device and dtype are resolved)."""
-    from pirs.captioning.llava import LlavaBackend
     from pirs.captioning.run import CaptionConfig, run
     from pirs.captioning.tiny import make_tiny_llava
+    from pirs.captioning.vlm import TransformersBackend
 
     model = make_tiny_llava(tmp_path / "llava", seed=0)
     args = {"model": str(model), "batch_size": 4, "max_new_tokens": 6, "device": "cpu", "dtype": "float32"}
-    assert LlavaBackend.describe(**args) == LlavaBackend(**args).settings  # what workers check against
+    assert TransformersBackend.describe(**args) == TransformersBackend(**args).settings  # what workers check
 
     def no_load(*a, **k):
         raise AssertionError("the driver loaded the model")
 
-    monkeypatch.setattr(LlavaBackend, "_load", no_load)  # this process only: workers are other processes
+    monkeypatch.setattr(TransformersBackend, "_load", no_load)  # this process only: workers are other processes
     for ex, out in (("ray", "ray"), ("local", "local")):
         r = run(CaptionConfig(shards=str(reference), out=str(tmp_path / out), backend="llava", model=str(model),
                               instructions=["low"], batch_size=4, max_new_tokens=6, device="cpu", dtype="float32",
