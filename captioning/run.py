@@ -13,7 +13,10 @@ the shard in flight.
 
 ``--executor ray`` captions the shards on a Ray actor pool: each actor loads the model
 once (declaring ``--gpus-per-worker`` GPUs) and captions whole shards, written exactly as a
-local run writes them. The input may be an fsspec URL (``s3://bucket/shards``), streamed.
+local run writes them; with ``--backend openai`` each actor sends its requests to the
+endpoints of ``--endpoint`` (several, comma-separated: each request goes to the least busy).
+The input may be an fsspec URL (``s3://bucket/shards``), streamed. A backend that cannot go on
+(:class:`~.backend.BackendUnavailable`: its server stopped) stops the run; finished shards stay.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from pirs.degrade.fs import Folder, absolute, basename, is_url, join, local_path
 from pirs.degrade.lock import LockHeld, output_lock
 from pirs.degrade.shards import file_digest, iter_records, shard_paths
 
-from .backend import Backend, CaptionError, Instruction, Item
+from .backend import Backend, BackendUnavailable, CaptionError, Instruction, Item
 from .instructions import load_instructions, select
 
 CAPTION_VERSION = "1.0"
@@ -46,8 +49,9 @@ PIRS_VERSION = "0.1.0"
 STATS_DIR = "stats"
 RUN_FILE = "caption.json"
 FAILURES_FILE = "caption_failures.jsonl"
-BACKENDS = ("llava", "template", "source")
-DEFAULT_INSTRUCTIONS = {"llava": ["high", "low"], "template": ["low", "high"], "source": ["high"]}
+BACKENDS = ("transformers", "openai", "llava", "template", "source")  # llava: a name for transformers
+DEFAULT_INSTRUCTIONS = {"transformers": ["high", "low"], "openai": ["high", "low"], "llava": ["high", "low"],
+                        "template": ["low", "high"], "source": ["high"]}
 
 
 class RunError(RuntimeError):
@@ -79,6 +83,14 @@ class CaptionConfig:
     gpus_per_worker: float = 0.0
     max_retries: int = DEFAULT_MAX_RETRIES
     storage_options: dict | None = None  # fsspec options for a URL input; never written out
+    endpoint: str | None = None  # openai: base URL(s), comma-separated
+    served_model: str | None = None  # openai: the name the server serves the model under
+    concurrency: int = 8  # openai: requests in flight (per worker)
+    timeout: float = 120.0  # openai: seconds per request
+    retries: int = 4  # openai: retries of a request that timed out or got a 5xx
+    retry_backoff: float = 1.0  # openai: seconds before the first retry, doubled each time
+    seed: int = 0  # openai: the sampling seed sent with every request (decoding is greedy)
+    api_key_env: str = "OPENAI_API_KEY"  # openai: environment variable holding the API key (never written out)
 
 
 @dataclass
@@ -116,23 +128,32 @@ def make_backend(cfg: CaptionConfig, load: bool = True) -> Backend:
             return SourceBackend(source_field=cfg.source_field, source_dir=cfg.source_dir)
         except ValueError as e:
             raise RunError(str(e)) from None
-    if cfg.backend == "llava":
+    if cfg.backend in ("transformers", "llava"):
         if not cfg.model:
-            raise RunError("--backend llava needs --model DIR (a local LLaVA-1.5 checkpoint folder or a hub id)")
+            raise RunError(f"--backend {cfg.backend} needs --model DIR (a local checkpoint folder or a hub id)")
         try:
-            from .llava import LlavaBackend
+            from .vlm import TransformersBackend
         except ModuleNotFoundError as e:
-            if e.name in ("pirs.captioning.llava", "captioning.llava"):
-                raise RunError("the llava backend is not part of this installation of pirs "
-                               "(pirs/captioning/llava.py is missing)") from None
-            raise RunError(f"the llava backend needs {e.name!r}, which is not installed "
+            if e.name in ("pirs.captioning.vlm", "captioning.vlm"):
+                raise RunError("the transformers backend is not part of this installation of pirs "
+                               "(pirs/captioning/vlm.py is missing)") from None
+            raise RunError(f"the transformers backend needs {e.name!r}, which is not installed "
                            "(pip install transformers accelerate)") from None
         args = {"model": cfg.model, "batch_size": cfg.batch_size, "max_new_tokens": cfg.max_new_tokens,
                 "device": cfg.device, "dtype": cfg.dtype}
         try:
             if not load:
-                return Backend(name="llava", needs_pixels=True, settings=LlavaBackend.describe(**args))
-            return LlavaBackend(**args)
+                return Backend(name="transformers", needs_pixels=True, settings=TransformersBackend.describe(**args))
+            return TransformersBackend(**args)
+        except ValueError as e:
+            raise RunError(str(e)) from None
+    if cfg.backend == "openai":
+        from .openai_api import OpenAIBackend
+
+        try:  # load=False too: the endpoints are asked for their models (cheap), so a bad one fails at once
+            return OpenAIBackend(cfg.endpoint or [], cfg.served_model or "", concurrency=cfg.concurrency,
+                                 timeout=cfg.timeout, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                                 retries=cfg.retries, backoff=cfg.retry_backoff, api_key_env=cfg.api_key_env)
         except ValueError as e:
             raise RunError(str(e)) from None
     raise RunError(f"unknown backend {cfg.backend!r} (choose from {', '.join(BACKENDS)})")
@@ -153,8 +174,19 @@ def validate_config(cfg: CaptionConfig) -> None:
                        "would caption a clean image with the LQ's degradations")
     if cfg.source_dir is not None and cfg.backend != "source":
         raise RunError("--source-dir is for --backend source")
-    if cfg.backend == "llava" and not cfg.model:
-        raise RunError("--backend llava needs --model DIR (a local LLaVA-1.5 checkpoint folder or a hub id)")
+    if cfg.backend in ("transformers", "llava") and not cfg.model:
+        raise RunError(f"--backend {cfg.backend} needs --model DIR (a local checkpoint folder or a hub id)")
+    if cfg.backend == "openai":
+        if not cfg.endpoint or not cfg.served_model:
+            raise RunError("--backend openai needs --endpoint URL[,URL...] and --served-model NAME")
+        if cfg.model:
+            raise RunError("--model is for the transformers backend; the openai backend names the served model "
+                           "with --served-model")
+        if cfg.concurrency < 1 or cfg.timeout <= 0 or cfg.retries < 0 or cfg.retry_backoff < 0:
+            raise RunError("--concurrency must be at least 1, --timeout above 0, --retries and --retry-backoff "
+                           "at least 0")
+    elif cfg.endpoint or cfg.served_model:
+        raise RunError("--endpoint and --served-model are for --backend openai")
     if cfg.executor not in EXECUTORS:
         raise RunError(f"--executor must be one of {', '.join(EXECUTORS)}, got {cfg.executor!r}")
     if cfg.workers < 1 or cfg.max_retries < 0 or cfg.gpus_per_worker < 0:
@@ -163,9 +195,10 @@ def validate_config(cfg: CaptionConfig) -> None:
         raise RunError("--gpus-per-worker is for --executor ray (local workers use --device)")
 
 
-# Provenance keys that do not decide what a caption says: a run resumed with a smaller batch or on
-# another device goes on in the same folder (they are still recorded in each record's caption_meta).
-_NOT_FINGERPRINTED = ("batch_size", "device")
+# Provenance keys that do not decide what a caption says: a run resumed with a smaller batch, on
+# another device, or against other endpoints of the same served model goes on in the same folder
+# (they are still recorded in each record's caption_meta).
+_NOT_FINGERPRINTED = ("batch_size", "device", "endpoint", "concurrency", "timeout")
 
 
 def _fingerprint(backend: Backend, provenance: dict[str, dict]) -> str:
@@ -201,19 +234,30 @@ def _decode(data: bytes) -> np.ndarray:
 
 
 def _caption_items(backend: Backend, items: list[Item], ins: Instruction) -> list[tuple[str | None, str | None]]:
-    """``(caption, failure reason)`` per item; a failing batch is retried one item at a time."""
+    """``(caption, failure reason)`` per item; a failing batch keeps the captions the backend says it
+    made (a CaptionError with ``captions`` and ``failed``), else it is retried one item at a time."""
+    failed: dict[str, str] = {}
     try:
         outs = backend.caption(items, ins)
-    except Exception as e:  # CaptionError or anything else: isolate the item(s) that fail
-        if len(items) > 1:
+    except BackendUnavailable:
+        raise  # not the records' fault: stop the run
+    except Exception as e:  # CaptionError or anything else
+        partial = getattr(e, "captions", None)
+        if isinstance(e, CaptionError) and isinstance(partial, list) and len(partial) == len(items) \
+                and isinstance(getattr(e, "failed", None), dict):
+            outs, failed = partial, e.failed  # keep the good ones
+        elif len(items) > 1:  # isolate the item(s) that fail
             return [r for it in items for r in _caption_items(backend, [it], ins)]
-        reason = one_line(e) if isinstance(e, CaptionError) else f"{type(e).__name__}: {one_line(e)}"
-        return [(None, reason)]
+        else:
+            reason = one_line(e) if isinstance(e, CaptionError) else f"{type(e).__name__}: {one_line(e)}"
+            return [(None, reason)]
     if len(outs) != len(items):
         raise RunError(f"backend {backend.name} returned {len(outs)} captions for {len(items)} records")
     res: list[tuple[str | None, str | None]] = []
-    for o in outs:
-        if o is None and backend.may_skip:
+    for it, o in zip(items, outs, strict=True):
+        if it.key in failed:
+            res.append((None, one_line(failed[it.key])))
+        elif o is None and backend.may_skip:
             res.append((None, None))
         elif not isinstance(o, str):
             res.append((None, f"backend returned {type(o).__name__}, not text"))
@@ -268,7 +312,7 @@ def caption_shard(job: _Job, out: Folder, cfg: CaptionConfig, backend: Backend, 
                 idx = todo[ins.field]
                 if not idx:
                     continue
-                items = [Item(batch[i][0], batch[i][1], images.get(i)) for i in idx]
+                items = [Item(batch[i][0], batch[i][1], images.get(i), batch[i][2].get(member)) for i in idx]
                 for i, r in zip(idx, _caption_items(backend, items, ins), strict=True):
                     results[(i, ins.field)] = r
             for i, (key, rec, members) in enumerate(batch):
@@ -443,7 +487,11 @@ def _run_locked(cfg: CaptionConfig, backend: Backend, backend_given: Backend | N
             if jobs and distributed and backend_given is None:  # one shard left: caption it here after all
                 backend = make_backend(cfg)
             for job in jobs:
-                st = caption_shard(job, out, cfg, backend, instructions, provenance, fp, bar)
+                try:
+                    st = caption_shard(job, out, cfg, backend, instructions, provenance, fp, bar)
+                except BackendUnavailable as e:
+                    raise RunError(f"{e}; the shards finished so far are kept in {out}: run the same command "
+                                   "again once the server answers") from None
                 written += st["captions_written"]
         elif jobs:
             written = _run_on_executor(cfg, jobs, fp, backend_given, bar)

@@ -184,9 +184,15 @@ def test_strangers_shards_and_bad_arguments_are_refused(shards, tmp_path, capsys
     assert "is the input folder" in capsys.readouterr().err
     assert cli.main(["run", str(shards), "--out", str(tmp_path / "o2"), "--backend", "llava"]) == 2
     assert "--model" in capsys.readouterr().err
-    monkeypatch.setitem(sys.modules, "pirs.captioning.llava", None)  # as if the module were missing
+    monkeypatch.setitem(sys.modules, "pirs.captioning.vlm", None)  # as if the module were missing
     assert cli.main(["run", str(shards), "--out", str(tmp_path / "o3"), "--backend", "llava", "--model", "x"]) == 2
-    assert "llava backend" in capsys.readouterr().err
+    assert "transformers backend" in capsys.readouterr().err
+    assert cli.main(["run", str(shards), "--out", str(tmp_path / "o6"), "--backend", "openai"]) == 2
+    assert "--endpoint" in capsys.readouterr().err
+    assert cli.main(["run", str(shards), "--out", str(tmp_path / "o7"), "--endpoint", "http://127.0.0.1:1"]) == 2
+    assert "for --backend openai" in capsys.readouterr().err
+    assert cli.main(["run", str(shards), "--out", str(tmp_path / "o8"), "--instructions", "caption_x=supir"]) == 2
+    assert "not a caption field" in capsys.readouterr().err
     assert cli.main(["run", str(shards), "--out", str(tmp_path / "o4"), "--instructions", "lowww"]) == 2
     assert "did you mean 'low'" in capsys.readouterr().err
     assert cli.main(["run", str(shards), "--out", str(tmp_path / "o5"), "--image", "hq"]) == 2
