@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 METHODS: dict[str, type[Method]] = {}
 _MODULES = {"spire": "pirs.models.spire", "xpsr": "pirs.models.xpsr", "diffrestorer": "pirs.models.diffrestorer",
@@ -70,16 +69,25 @@ def load_config(method: str, name_or_path: str, overrides: list[str] | None = No
         if not p.is_file():
             known = sorted(q.stem for q in configs_dir(method).glob("*.yaml"))
             raise ConfigError(f"unknown config {name_or_path!r} for {method}; known: {', '.join(known)}")
-    raw = yaml.safe_load(p.read_text()) or {}
-    for item in overrides or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        k, v = item.split("=", 1)
-        raw[k.strip()] = yaml.safe_load(v)
+    from pirs.degrade.limits import InputError, load_yaml, read_yaml_file
+
+    try:  # a config may come from anywhere: no aliases, 1 MiB, bounded nesting
+        raw = read_yaml_file(p, max_bytes=1 << 20) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p}: a config must be a mapping of keys to values, got {type(raw).__name__}")
+        for item in overrides or []:
+            if "=" not in item:
+                raise ConfigError(f"--set {item!r}: expected key=value")
+            k, v = item.split("=", 1)
+            raw[k.strip()] = load_yaml(v, f"--set {k.strip()}")
+    except InputError as e:
+        raise ConfigError(str(e)) from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot be read ({e.strerror or e})") from None
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(raw) - names
     if unknown:
-        raise ConfigError(f"{p}: unknown keys {sorted(unknown)} for {method}; allowed: {sorted(names)}")
+        raise ConfigError(f"{p}: unknown keys {sorted(map(str, unknown))} for {method}; allowed: {sorted(names)}")
     try:
         return cls(**raw)
     except TypeError as e:
