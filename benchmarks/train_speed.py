@@ -26,18 +26,9 @@ from pathlib import Path
 
 import torch
 
-PAPERS = {"spire": "UNet model 1240 M, 275 M trainable (SPIRE, Sec. 5 / appendix)", "xpsr": "not stated",
-          "diffrestorer": "not stated", "dpir": "not stated (LQ branch 'far smaller than the DiT')"}
-SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
-                 layers_per_block=2, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
-                 attention_head_dim=8, norm_num_groups=32)  # runwayml/stable-diffusion-v1-5 unet/config.json
-SD15_VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
-                layers_per_block=2, latent_channels=4, norm_num_groups=32, sample_size=512)  # vae/config.json
-SD15_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                 num_attention_heads=12, max_position_embeddings=77)  # CLIP ViT-L/14 text tower
-
+PAPERS = {"spire": "UNet model 1240 M, 275 M trainable (SPIRE, Sec. 5 / appendix)",
+          "xpsr": "not stated (official modules: 868 M trainable)", "diffrestorer": "not stated",
+          "dpir": "not stated (SD3 medium's 2 B transformer; LQ branch 'far smaller than the DiT')"}
 
 def shard_folder(tmp: Path) -> Path:
     from pirs.degrade.build import BuildConfig, build
@@ -142,48 +133,11 @@ def run_child(kind: str, name: str, steps: int, warmup: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-CLIP_L_VISION = dict(image_size=224, patch_size=14, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                     num_attention_heads=16, projection_dim=768)  # openai/clip-vit-large-patch14 vision tower
-SD3_TRANSFORMER = dict(sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
-                       num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
-                       pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192)  # SD3 medium
-SD3_VAE = dict(SD15_VAE, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False)
-T5_XXL = dict(vocab_size=32128, d_model=4096, d_ff=10240, d_kv=64, num_layers=24, num_heads=64,
-              feed_forward_proj="gated-gelu")  # google/t5-v1_1-xxl encoder
-
-
 def real_size_counts(name: str) -> dict:
-    """Trainable and frozen parameters of the method at its paper's size, built on the meta device."""
-    from diffusers import AutoencoderKL, SD3Transformer2DModel, UNet2DConditionModel
-    from transformers import (
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-        T5Config,
-        T5EncoderModel,
-    )
+    """Trainable and frozen parameters (millions) at the paper's size, on the meta device (pirs.models.sizes)."""
+    from pirs.models.sizes import real_size_counts as counts
 
-    from pirs.models.components import SDComponents, tiny_tokenizer
-    from pirs.models.method import get_method, load_config
-
-    cls = get_method(name)
-    with torch.device("meta"):
-        if name == "dpir":
-            m = cls(load_config(name, "sd3"), SD3Transformer2DModel(**SD3_TRANSFORMER), AutoencoderKL(**SD3_VAE),
-                    T5EncoderModel(T5Config(**T5_XXL)), tiny_tokenizer(77),
-                    CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_L_VISION)))
-        else:
-            parts = SDComponents(unet=UNet2DConditionModel(**SD15_UNET), vae=AutoencoderKL(**SD15_VAE),
-                                 text_encoder=CLIPTextModel(CLIPTextConfig(**SD15_TEXT)), tokenizer=tiny_tokenizer(77),
-                                 scheduler_config={})
-            extra = (CLIPVisionModelWithProjection(CLIPVisionConfig(**CLIP_L_VISION)),) if name == "diffrestorer" \
-                else ()
-            m = cls(load_config(name, "sd15"), parts, *extra)
-    c = m.parameter_counts()
-    backbone = m.transformer if name == "dpir" else m.unet
-    c["backbone_and_trainable"] = sum(p.numel() for p in backbone.parameters()) + c["trainable"]
-    return {k: round(v / 1e6, 1) for k, v in c.items()}
+    return counts(name)
 
 
 def main() -> None:

@@ -324,6 +324,12 @@ def _find_record(shards: str, key: str, command: str):
     return 2
 
 
+def cmd_mixture(a) -> int:
+    from .mixture import cmd_mixture as run
+
+    return run(a)
+
+
 def cmd_replay(a) -> int:
     import numpy as np
 
@@ -342,6 +348,13 @@ def cmd_replay(a) -> int:
         return 2
     lq = decode_png(members["lq.png"])
     ops = decode_ops(rec)
+    from .ops import OPS
+
+    unknown = sorted({o["op"] for o in ops} - set(OPS))
+    if unknown:
+        print(f"degrade replay: error: {a.key} carries pair-level ops ({', '.join(unknown)}: a mixture's "
+              "augmentation); replay its part record named in index.jsonl beside the shards", file=sys.stderr)
+        return 2
     if rec["dataset"]:  # an ingested pair: its ops (from --then) ran on the data set's own LQ
         if not a.source:
             print(f"degrade replay: error: {a.key} was ingested from a {rec['dataset']} data set; give its root "
@@ -387,6 +400,9 @@ def make_parser() -> argparse.ArgumentParser:
     from .fs import add_storage_args
 
     _ingest_parser(sub)
+    from .mixture import add_parser as _mixture_parser
+
+    _mixture_parser(sub)
     _testset_parser(sub)
     p = sub.add_parser("preview", help="draw a contact sheet (HQ, LQ upscaled, prompt) as PNG",
                        description="Draw a contact sheet of the first records: HQ, LQ upscaled, prompt text.")
@@ -433,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     handler = {"build": cmd_build, "preview": cmd_preview, "recipes": cmd_recipes, "replay": cmd_replay,
                "show": cmd_show, "gallery": cmd_gallery, "ingest": cmd_ingest,
-               "testset": cmd_testset}[a.command]
+               "testset": cmd_testset, "mixture": cmd_mixture}[a.command]
     from .fs import run_cli
 
     try:
