@@ -41,6 +41,7 @@ from .executors import (
     warn_local_paths,
 )
 from .fs import Folder, absolute, set_storage_options
+from .limits import InputError, load_json
 from .lock import LockHeld, output_lock
 from .ops import geometry
 from .pipeline import degrade
@@ -398,10 +399,10 @@ def _pending_shards(out: Folder | Path, n_shards: int, fp: str) -> list[int]:
     todo = []
     for s in range(n_shards):
         try:
-            st = json.loads(markers[_marker_name(s)])
+            st = load_json(markers[_marker_name(s)], _marker_name(s))
             if st.get("fingerprint") == fp and sizes.get(shard_name(s)) == st.get("bytes"):
                 continue
-        except (KeyError, json.JSONDecodeError, AttributeError):
+        except (KeyError, InputError, AttributeError):  # missing, unreadable or not ours: build it again
             pass
         todo.append(s)
     return todo
@@ -461,8 +462,8 @@ def _build_locked(cfg: BuildConfig, recipe: Recipe, out: Folder, pool, t0: float
     """The build once this process holds the lock on ``--out`` (one writer per output)."""
     if out.exists("build.json"):
         try:
-            prev = json.loads(out.read_text("build.json")).get("fingerprint")
-        except (OSError, json.JSONDecodeError):
+            prev = load_json(out.read_text("build.json"), "build.json").get("fingerprint")
+        except (OSError, UnicodeDecodeError, InputError, AttributeError):
             prev = None
         if prev != fp and not cfg.overwrite:
             raise BuildError(f"{out} holds a different build (other recipe, arguments or inputs); "

@@ -47,6 +47,7 @@ from .build import (
 from .fs import Folder, absolute, set_storage_options
 from .labels import prompt_for
 from .layouts import Layout, Pair, get_layout
+from .limits import InputError, load_json
 from .lock import LockHeld, output_lock
 from .ops import geometry
 from .pipeline import degrade
@@ -341,8 +342,8 @@ def _ingest_locked(cfg: IngestConfig, layout: Layout, recipe, pairs: list, probl
     prev = None
     if out.exists("build.json"):
         try:
-            prev = json.loads(out.read_text("build.json")).get("fingerprint")
-        except (OSError, json.JSONDecodeError):
+            prev = load_json(out.read_text("build.json"), "build.json").get("fingerprint")
+        except (OSError, UnicodeDecodeError, InputError, AttributeError):
             prev = None
     if (prev is not None and prev != fp) or (prev is None and out.glob("shard-*.tar")):
         if not cfg.overwrite:
