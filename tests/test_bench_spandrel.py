@@ -284,7 +284,8 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, ref4, capsys):
                          "--device", "cpu", "--quiet"])
         err = capsys.readouterr().err
         assert rc == 2 and err.count("\n") == 1 and str(f) in err and "refused" in err
-    assert not marker.exists() and not (tmp_path / "o").exists()
+    assert not marker.exists()
+    assert not list((tmp_path / "o").glob("*.png")) and not (tmp_path / "o" / "run.json").exists()  # only the lock
 
 
 def test_bad_checkpoints_fail_with_one_line(tmp_path, ckpts, ref4, capsys):
