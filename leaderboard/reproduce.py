@@ -231,7 +231,8 @@ def plan(cfg: ReproduceConfig) -> dict:
     out["weights"] = {"dir": str(root), "files": [{"path": str(root / f.path), "metrics": list(ms),
                                                    "present": str(root / f.path) not in missing}
                                                   for f, ms in required_files(specs)]}
-    n = cfg.limit or (tsinfo.get("built_samples") or ts.source.expected)
+    n = cfg.limit or tsinfo.get("built_samples") or \
+        (int(ts.params["num_samples"]) if ts.kind == "build" else ts.source.expected)
     size, size_note = _typical_size(ts, cfg.source if not built else None)
     tsinfo["typical_size"], tsinfo["size_note"] = list(size), size_note
     if kind == "pirs":
