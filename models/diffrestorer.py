@@ -28,7 +28,7 @@ names (a run folder's newest checkpoint, when training starts) and every stage-2
 stores those stage-1 weights beside the decoder's, so prediction never reads the stage-1
 folder again: a relative path, a moved folder or a newer stage-1 checkpoint cannot change it.
 
-Documented choices and deviations (the README table, ``docs/methods/diffrestorer.md``):
+Documented choices and deviations (the README table, its Diff-Restorer section):
 ``P_S`` is one token; mixtures' labels are a uniform soft target over their universal
 types, and records without a universal label do not enter ``L_deg``; the control encoder
 downsamples with stride-2 convolutions between its blocks to the latent size; a refinement

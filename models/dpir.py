@@ -33,7 +33,7 @@ parts. Names follow the paper.
   tile is a local view and its global view is the window ``global_scale`` times the tile
   around it, clamped to the image (:func:`context_box`, shared by both paths).
 
-What differs from the paper or fills a gap it leaves is listed in ``docs/methods/dpir.md``,
+What differs from the paper or fills a gap it leaves is listed in the README's DPIR section,
 each row with the test that pins it.
 """
 

@@ -90,7 +90,7 @@ def load_trained(path: str, method: str | None = None, base: str | None = None, 
     if folder is None:
         from .xpsr import is_official_checkpoint, load_official
 
-        if is_official_checkpoint(path):  # XPSR's released unet/ + controlnet/ (docs/methods/xpsr.md)
+        if is_official_checkpoint(path):  # XPSR's released unet/ + controlnet/ (README, XPSR section)
             return load_official(path, base, method)
         raise FileNotFoundError(f"{path}: no checkpoint (a folder with trainer.json, or a run folder with "
                                 f"{ckpt.PREFIX}*/ inside); train one with `restore train`")

@@ -25,7 +25,7 @@ Sections 3.3-3.4 and Eq. 2 of the paper, on diffusers parts:
   optionally classifier-free guidance ``eps_null + g * (eps - eps_null)`` against that null
   condition (Sec. 3.1).
 
-Documented choices where the paper is silent (``docs/methods/spire.md``): the LQ embedding's
+Documented choices where the paper is silent (the README's SPIRE section): the LQ embedding's
 width and depth, the VAE latent is the posterior mean, the mid-block feature is modulated
 like the skips, the dropout rates, and classifier-free guidance is off by default.
 """

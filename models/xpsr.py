@@ -1,7 +1,7 @@
 """XPSR: Cross-modal Priors for Diffusion-based Image Super-Resolution (Qu et al., ECCV 2024).
 
 The method as its authors built it (the paper, and where the paper is silent or differs, the
-official code github qyp2000/XPSR; ``docs/methods/xpsr.md`` lists every difference):
+official code github qyp2000/XPSR; the README's XPSR section lists every difference):
 
 - **semantic priors** (Sec. 3.1): an MLLM's high-level caption (content, layout) and
   low-level caption (quality, noise, blur, lighting), read from the shards'

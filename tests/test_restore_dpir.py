@@ -1,6 +1,6 @@
 """DPIR on a tiny SD3 transformer: LQ branch with cross-normalization, dual prompting, flow matching, robust VAE.
 
-Each deliberate choice in ``docs/methods/dpir.md``'s table is pinned by a test named there.
+Each deliberate choice in the README's DPIR section's table is pinned by a test named there.
 """
 
 from __future__ import annotations
@@ -257,7 +257,7 @@ def test_real_size_parameter_counts_on_the_meta_device() -> None:
     assert abs(count(m.transformer) / 2000 - 1) < 0.05
     assert count(m.lq_branch) < 0.01 * count(m.transformer)
     assert c["trainable"] == pytest.approx(count(m.transformer) + count(m.lq_branch))
-    assert round(c["trainable"]) == 2031 and round(c["frozen"]) == 7029  # docs/methods/dpir.md
+    assert round(c["trainable"]) == 2031 and round(c["frozen"]) == 7029  # the README's DPIR section
     assert (round(count(m.image_encoder)), round(count(m.image_encoder_2)), round(count(m.text_encoder))) == \
         (304, 1845, 4762)
     enc, enc2, tr = m.image_encoder.config, m.image_encoder_2.config, m.transformer.config

@@ -338,7 +338,7 @@ def test_real_size_parameter_counts_against_the_paper() -> None:
 
     trainable, unet = m.parameter_counts()["trainable"], count(m.unet)
     fusion = count(m.skip_fusion, m.mid_fusion)
-    assert abs(trainable / 1e6 - 372.1) < 0.1  # +35% on the paper's 275 M: docs/methods/spire.md says why
+    assert abs(trainable / 1e6 - 372.1) < 0.1  # +35% on the paper's 275 M: the README's SPIRE section says why
     assert abs((unet + trainable) / 1240e6 - 1) < 0.01  # the paper's "UNet model has 1240 M" (line 266)
     assert count(m.encoder) > 275e6  # a copy of SD 1.5's encoder half alone exceeds the paper's trainable count
     # Tab. 7: modulating the skips costs 1.03x the parameters of ControlNet-SR, whose zero convs are c -> c.
@@ -357,7 +357,7 @@ def test_latent_is_the_vae_posterior_mean() -> None:
 
 def test_sd15_config_cites_every_value() -> None:
     """Every key of the SD 1.5 config carries its source (the paper's line, other code, or 'pirs'), and the
-    choices docs/methods/spire.md lists hold."""
+    choices the README's SPIRE section lists hold."""
     from pirs.models.method import load_config
 
     path = Path(__file__).resolve().parents[1] / "models" / "configs" / "spire" / "sd15.yaml"
@@ -371,7 +371,7 @@ def test_sd15_config_cites_every_value() -> None:
 
 
 def test_mid_feature_is_modulated_like_the_skips() -> None:
-    """The mid-block feature fuses as ``(1 + gamma) * mid + beta`` too (a pirs choice, docs/methods/spire.md)."""
+    """The mid-block feature fuses as ``(1 + gamma) * mid + beta`` too (a pirs choice, the README's SPIRE section)."""
     m = build_method("spire", "tiny", [], None)
     z, t = torch.randn(1, 4, 16, 16), torch.tensor([500])
     lq, s = torch.rand(1, 3, 32, 32) * 2 - 1, m.text(["a photo"])

@@ -446,7 +446,7 @@ def test_sd15_config_cites_a_source_for_every_value() -> None:
 
 
 def test_sd15_protocol_is_the_official_test_config() -> None:
-    """configs/xpsr_test.yaml, test.py and pipeline_xpsr.py, as read (docs/methods/xpsr.md)."""
+    """configs/xpsr_test.yaml, test.py and pipeline_xpsr.py, as read (the README's XPSR section)."""
     c = load_config("xpsr", "sd15")
     assert (c.steps, c.sampler, c.guidance_scale, c.process_size, c.color_fix, c.fit) == (20, "ddpm", 4.5, 512,
                                                                                          "adain", "resize")
