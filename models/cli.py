@@ -32,6 +32,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
     p.add_argument("--validate-every", type=int, default=0, help="steps between validation images (0: never)")
     p.add_argument("--ema-decay", type=float, default=0.0, help="EMA of the trainable weights (0: off)")
+    p.add_argument("--max-grad-norm", type=float, default=None,
+                   help="clip the gradients' norm (default: the config's max_grad_norm, e.g. XPSR's 1.0; else off)")
     p.add_argument("--log-every", type=int, default=10, help="steps between log lines (default 10)")
     p.add_argument("--seed", type=int, default=0, help="seed of data order, noise and timesteps (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -90,6 +92,7 @@ def cmd_train(a) -> int:
                      max_steps=a.max_steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
                      learning_rate=a.learning_rate, mixed_precision=a.mixed_precision,
                      checkpoint_every=a.checkpoint_every, validate_every=a.validate_every, ema_decay=a.ema_decay,
+                     max_grad_norm=a.max_grad_norm,
                      log_every=a.log_every, seed=a.seed, progress=not a.quiet)
     try:
         r = train(tc)

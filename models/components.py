@@ -198,3 +198,22 @@ def initial_latents(unet, lq: torch.Tensor, factor: int, generator: torch.Genera
 def vae_latents(vae, images: torch.Tensor) -> torch.Tensor:
     """The VAE posterior mean of ``images`` times the scaling factor."""
     return vae.encode(images).latent_dist.mean * vae.config.scaling_factor
+
+
+def load_clip_vision(folder: Path):
+    """A CLIP vision tower with its projection, from its own folder or from a whole ``CLIPModel`` folder.
+
+    A ``CLIPModel`` config (``model_type: clip``, as openai/clip-vit-large-patch14 and
+    laion/CLIP-ViT-bigG-14-laion2B-39B-b160k ship) keeps the projection width at its top
+    level, while its ``vision_config`` may carry a default 512; the tower is built with the
+    top-level width and the text tower's weights are left out.
+    """
+    import json
+
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    raw = json.loads((folder / "config.json").read_text())
+    kw: dict = {"local_files_only": True}
+    if raw.get("model_type") == "clip":
+        kw["config"] = CLIPVisionConfig(**{**raw.get("vision_config", {}), "projection_dim": raw["projection_dim"]})
+    return CLIPVisionModelWithProjection.from_pretrained(folder, **kw)

@@ -475,12 +475,14 @@ def tiny_image_encoder(config, parts: SDComponents) -> nn.Module:
 
 
 def load_image_encoder(base: str) -> nn.Module:
-    """CLIP ViT-L/14's vision tower with projection from ``base/image_encoder`` (local files only)."""
-    from transformers import CLIPVisionModelWithProjection
+    """CLIP ViT-L/14's vision tower with projection from ``base/image_encoder`` (local files only).
 
-    from .components import check_local
+    The folder may hold the vision tower alone or the whole ``CLIPModel`` that
+    ``huggingface-cli download openai/clip-vit-large-patch14`` writes.
+    """
+    from .components import check_local, load_clip_vision
 
     root = check_local(base, {"image_encoder": ["config.json", "model.safetensors"]},
                        "on a machine with internet: huggingface-cli download openai/clip-vit-large-patch14 "
                        "--local-dir DIR/image_encoder")
-    return CLIPVisionModelWithProjection.from_pretrained(root / "image_encoder", local_files_only=True)
+    return load_clip_vision(root / "image_encoder")

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .components import WeightsMissing, freeze, tiny_tokenizer
+from .components import WeightsMissing, freeze, load_clip_vision, tiny_tokenizer
 from .losses import PatchDiscriminator, adversarial_losses
 from .method import ConfigError, Method, register
 from .sampling import InferenceProtocol, crops, denoise, make_sampler, per_tile
@@ -538,22 +538,3 @@ def load_sd3(base: str) -> tuple:
             T5EncoderModel.from_pretrained(root / "text_encoder_3", **kw),
             AutoTokenizer.from_pretrained(root / "tokenizer_3", **kw),
             load_clip_vision(root / "image_encoder"), load_clip_vision(root / "image_encoder_2"))
-
-
-def load_clip_vision(folder: Path):
-    """A CLIP vision tower with its projection, from its own folder or from a whole ``CLIPModel`` folder.
-
-    A ``CLIPModel`` config (``model_type: clip``, as openai/clip-vit-large-patch14 and
-    laion/CLIP-ViT-bigG-14-laion2B-39B-b160k ship) keeps the projection width at its top
-    level, while its ``vision_config`` may carry a default 512; the tower is built with the
-    top-level width and the text tower's weights are left out.
-    """
-    import json
-
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    raw = json.loads((folder / "config.json").read_text())
-    kw: dict = {"local_files_only": True}
-    if raw.get("model_type") == "clip":
-        kw["config"] = CLIPVisionConfig(**{**raw.get("vision_config", {}), "projection_dim": raw["projection_dim"]})
-    return CLIPVisionModelWithProjection.from_pretrained(folder, **kw)

@@ -46,6 +46,7 @@ class TrainConfig:
     validate_every: int = 0
     validation_steps: int = 20
     ema_decay: float = 0.0
+    max_grad_norm: float | None = None  # None: the method config's max_grad_norm, if it has one
     log_every: int = 10
     seed: int = 0
     progress: bool = True
@@ -87,12 +88,14 @@ def train(tc: TrainConfig) -> dict:
     if not params:
         raise ValueError(f"{tc.method}: nothing to train")
     opt = torch.optim.AdamW(params, lr=lr)
+    clip = tc.max_grad_norm if tc.max_grad_norm is not None else getattr(model.config, "max_grad_norm", None)
     acc = Accelerator(mixed_precision=tc.mixed_precision, cpu=not torch.cuda.is_available())
     model, opt = acc.prepare(model, opt)
     core: Method = acc.unwrap_model(model)
     trainer_meta = {"method": tc.method, "config": dataclasses.asdict(core.config), "config_name": tc.config,
                     "overrides": tc.overrides, "base": tc.base, "data": str(tc.data), "seed": tc.seed,
                     "batch_size": tc.batch_size, "grad_accum": tc.grad_accum, "learning_rate": lr,
+                    "max_grad_norm": clip,
                     "pirs": PIRS_VERSION}
     start = 0
     ema: dict[str, torch.Tensor] | None = None
@@ -129,6 +132,8 @@ def train(tc: TrainConfig) -> dict:
                 for k, v in res.items():
                     if k != "loss" and isinstance(v, torch.Tensor) and v.numel() == 1:
                         terms[k] = terms.get(k, 0.0) + float(v.detach()) / tc.grad_accum
+            if clip:
+                acc.clip_grad_norm_(params, clip)
             opt.step()
             if ema is not None:
                 with torch.no_grad():

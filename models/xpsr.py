@@ -96,6 +96,7 @@ class Xpsr(Method):
         added_noise_level: int = 800
         resolution: int = 32
         learning_rate: float = 1e-4
+        max_grad_norm: float | None = None  # gradient clipping of the trainer (None: off)
         seed: int = 0
 
     frozen_modules = ("unet", "vae", "text_encoder")

@@ -234,6 +234,27 @@ def test_loads_local_weights_and_names_what_is_missing(tmp_path) -> None:
     assert all(torch.equal(p, q) for p, q in zip(m.unet.parameters(), parts.unet.parameters(), strict=True))
 
 
+def test_the_image_encoder_loads_from_a_whole_clip_model_folder(tmp_path) -> None:
+    """`huggingface-cli download openai/clip-vit-large-patch14` writes a CLIPModel (text and vision towers) whose
+    projection width sits at the top of its config; the vision tower and its projection are taken from it."""
+    from transformers import CLIPConfig, CLIPModel
+
+    parts = tiny_sd(seed=2)
+    save_sd(parts, str(tmp_path / "sd"))
+    cfg = load_config("diffrestorer", "tiny", ["variant=sd"])
+    text = {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "max_position_embeddings": 16}
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": cfg.clip_image_size, "patch_size": 8}
+    torch.manual_seed(0)
+    clip = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    clip.save_pretrained(tmp_path / "sd" / "image_encoder")
+    m = DiffRestorer.build(cfg, base=str(tmp_path / "sd"))
+    assert torch.equal(m.image_encoder.visual_projection.weight, clip.visual_projection.weight)
+    assert torch.equal(m.image_encoder.vision_model.embeddings.patch_embedding.weight,
+                       clip.vision_model.embeddings.patch_embedding.weight)
+
+
 # ------------------------------------------------------------------ the paper's numbers
 
 

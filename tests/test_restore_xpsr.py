@@ -457,3 +457,23 @@ def test_sd15_protocol_is_the_official_test_config() -> None:
     assert (c.hint_channels, c.controlnet_lowlevel, c.unet_lowlevel_mid, c.unet_lowlevel_up) == (
         [16, 32, 96, 256], True, False, None)
     assert (c.dfc_weight, c.learning_rate, c.resolution, c.train_caption_high) == (0.05, 5e-5, 512, False)
+
+
+def test_gradient_clipping_follows_the_official_config(tmp_path, shards) -> None:
+    """configs/xpsr.yaml max_grad_norm 1.0; the trainer clips: at a tiny norm AdamW barely moves the weights."""
+    from safetensors.torch import load_file
+
+    assert load_config("xpsr", "sd15").max_grad_norm == 1.0
+    start = build_method("xpsr", "tiny", [], None).trainable_state_dict()
+
+    def moved(max_grad_norm: float | None) -> float:
+        out = tmp_path / f"run-{max_grad_norm}"
+        train(TrainConfig(method="xpsr", data=str(shards), out=str(out), max_steps=1, batch_size=1, progress=False,
+                          learning_rate=1e-2, max_grad_norm=max_grad_norm))
+        meta = json.loads((out / "checkpoint-0000001" / "trainer.json").read_text())
+        assert meta["max_grad_norm"] == max_grad_norm
+        w = load_file(out / "checkpoint-0000001" / "model.safetensors")
+        return max(float((w[k] - start[k]).abs().max()) for k in start)
+
+    assert moved(None) > 5e-3  # AdamW's first step moves each weight by about the learning rate (1e-2)
+    assert moved(1e-12) < 1e-3  # clipped to a norm of 1e-12: eps-bound, only weight decay (lr x 0.01) remains
