@@ -137,9 +137,8 @@ def plans_dir() -> Path:
 def load_plan(path: str | Path) -> Plan:
     """Read and check a plan (a shipped name or a YAML path): unknown keys, layouts, recipes and ranges
     are refused by name."""
-    import yaml
-
     from .layouts import get_layout
+    from .limits import InputError, load_yaml
     from .recipe import load_recipe
 
     p = Path(path)
@@ -149,7 +148,10 @@ def load_plan(path: str | Path) -> Plan:
         known = ", ".join(sorted(q.stem for q in plans_dir().glob("*.yaml"))) or "none"
         raise PlanError(f"{path}: no such plan file or shipped plan (shipped: {known})")
     data = p.read_bytes()
-    raw = yaml.safe_load(data) or {}
+    try:
+        raw = load_yaml(data, str(p)) or {}
+    except InputError as e:
+        raise PlanError(str(e)) from None
     if not isinstance(raw, dict):
         raise PlanError(f"{p}: a plan is a mapping")
     top = _fields(Plan) - {"sha256", "path"}

@@ -139,10 +139,12 @@ def fit_shape(size: tuple[int, int], multiple: int, fit: str) -> tuple[tuple[int
 
 
 def _pil(data: bytes):
+    """A shard's PNG member as a PIL image, through the one decoder with the pixel limit."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(data)) as im:
-        return im.convert("RGB")
+    from pirs.degrade.sources import decode_png
+
+    return Image.fromarray(decode_png(data))
 
 
 def _tensor(img) -> torch.Tensor:
@@ -198,8 +200,6 @@ def _settings_hash(settings: dict) -> str:
 @torch.no_grad()
 def predict(pc: PredictConfig) -> dict:
     """Restore every record of ``pc.input`` into ``pc.out``; returns the run.json content."""
-    from tqdm import tqdm
-
     model, folder, meta = load_trained(pc.checkpoint, pc.method, pc.base, pc.use_ema)
     protocol = model.protocol(**{k: getattr(pc, k) for k in (f.name for f in dataclasses.fields(InferenceProtocol))})
     if pc.batch_size < 1:
@@ -210,6 +210,16 @@ def predict(pc: PredictConfig) -> dict:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    from pirs.degrade.lock import output_lock
+
+    with output_lock(out, "restore predict"):  # one writer per predictions folder
+        return _predict_into(pc, model, folder, meta, protocol, data, n, out)
+
+
+def _predict_into(pc: PredictConfig, model, folder: Path, meta: dict, protocol: InferenceProtocol,
+                  data: ShardPairs, n: int, out: Path) -> dict:
+    from tqdm import tqdm
+
     sha = meta.get("weights_sha256") or ckpt.weights_sha256(folder)  # an official XPSR folder brings its own
     settings = {"checkpoint": str(folder.resolve()), "weights_sha256": sha,
                 "ema": pc.use_ema, "protocol": dataclasses.asdict(protocol), "seed": pc.seed,

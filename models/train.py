@@ -74,12 +74,21 @@ def build_method(name: str, config: str, overrides: list[str], base: str | None)
 
 
 def train(tc: TrainConfig) -> dict:
-    """Run (or resume) training; returns a summary."""
+    """Run (or resume) training; returns a summary. One writer per run folder (a lock on ``--out``)."""
+    from pirs.degrade.lock import output_lock
+
+    out = Path(tc.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with output_lock(out, "restore train"):
+        return _train(tc, out)
+
+
+def _train(tc: TrainConfig, out: Path) -> dict:
     from accelerate import Accelerator
     from tqdm import tqdm
 
-    out = Path(tc.out)
-    out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(tc.method, tc.config, tc.overrides)
     data = ShardPairs(tc.data, data_options(cfg, tc.seed))  # first: bad shards fail before any model is built
     model = get_method(tc.method).build(cfg, tc.base)

@@ -283,3 +283,21 @@ def test_protocol_values_are_checked(runs) -> None:
         model.protocol(sampler="euler-a")
     with pytest.raises(ConfigError, match="color_fix"):
         model.protocol(color_fix="histogram")
+
+
+def test_predict_and_train_hold_their_output(tmp_path, odd_set, runs) -> None:
+    """One writer per output: a predictions or run folder another writer holds is refused, naming it."""
+    from pirs.degrade.lock import LockHeld, output_lock
+
+    out = tmp_path / "p"
+    out.mkdir()
+    with output_lock(out, "someone else's restore predict"):
+        with pytest.raises(LockHeld, match="someone else's restore predict"):
+            predict(PredictConfig(checkpoint=str(runs["spire"]), input=str(odd_set), out=str(out), steps=1,
+                                  progress=False))
+    assert not list(out.glob("*.png"))
+    run = tmp_path / "run"
+    run.mkdir()
+    with output_lock(run, "another restore train"):
+        with pytest.raises(LockHeld, match="another restore train"):
+            train(TrainConfig(method="spire", data=str(odd_set), out=str(run), max_steps=1, progress=False))
