@@ -1,21 +1,33 @@
-"""Speed of the ``llava`` caption backend: batched generation against a naive one-image-at-a-time loop.
+"""Speed of the caption backends: ``transformers`` batched against one image at a time, and ``openai``
+(a served model) with concurrent requests against one at a time.
 
-On the same images, the same model and the same instruction in one run, it times:
+``--backend transformers`` (default): on the same images, the same model and the same instruction in one
+run, it times
 
 * naive: the loop a user would write first, one image at a time: processor on one image and its prompt,
   ``model.generate`` (greedy), decode the new tokens;
-* pirs: ``LlavaBackend.caption`` at batch sizes 1, 4 and 16 (left padding, greedy, one batch per
+* pirs: ``TransformersBackend.caption`` at batch sizes 1, 4 and 16 (left padding, greedy, one batch per
   ``generate`` call);
 
 and prints images/s, generated tokens/s (new tokens up to and including EOS, padding not counted),
-the share of captions identical to the naive loop's, and the speed-up of batch 16 over the naive loop
-(goal >= 3x). Each configuration runs once to warm up, then ``--repeats`` interleaved rounds; the median is reported.
+the share of captions identical to the naive loop's, and the speed-up of batch 16 over batch 1 and over
+the naive loop (goal >= 3x).
 
-Without ``--model`` it builds the tiny random LLaVA of ``pirs.captioning.tiny`` in a temporary directory
-(CPU, seconds). With a real LLaVA-1.5 checkpoint in transformers format, on a GPU:
+``--backend openai``: starts ``caption serve`` (pirs' OpenAI-compatible server, dynamic batching up to
+16) on the same model in another process on loopback, unless ``--endpoint`` names a running server
+(vLLM, SGLang, ...), and times ``OpenAIBackend.caption`` over the images at concurrency 1, 2, 4 and 8:
+images/s, the server's batch sizes (``caption serve`` only), captions identical to concurrency 1's, and
+the speed-up of concurrency 8 over 1 (goal >= 4x).
 
-    python benchmarks/caption_speed.py                                   # tiny model, CPU
+Each configuration runs once to warm up, then ``--repeats`` interleaved rounds; the median is reported.
+Without ``--model`` it builds a tiny random model of ``pirs.captioning.tiny`` (``--family``) in a temporary
+directory (CPU, seconds). With a real checkpoint, on a GPU:
+
+    python benchmarks/caption_speed.py                                   # tiny LLaVA, CPU, transformers
+    python benchmarks/caption_speed.py --backend openai --family qwen2-vl   # tiny Qwen2-VL behind caption serve
     python benchmarks/caption_speed.py --model /data/llava-1.5-7b-hf --images 64 --max-new-tokens 128
+    python benchmarks/caption_speed.py --backend openai --endpoint http://127.0.0.1:8000/v1 \\
+        --served-model Qwen/Qwen2.5-VL-7B-Instruct --concurrency 1,8,64 --images 512
 """
 
 from __future__ import annotations
@@ -31,13 +43,18 @@ from pathlib import Path
 import numpy as np
 
 from pirs.captioning.backend import XPSR_INSTRUCTIONS, Item
-from pirs.captioning.llava import LlavaBackend
-from pirs.captioning.tiny import make_tiny_llava
+from pirs.captioning.tiny import FAMILIES, make_tiny
+from pirs.captioning.vlm import TransformersBackend
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", help="local LLaVA checkpoint directory (default: a tiny random LLaVA built here)")
+    p.add_argument("--backend", choices=["transformers", "openai"], default="transformers")
+    p.add_argument("--model", help="local checkpoint directory (default: a tiny random model built here)")
+    p.add_argument("--family", choices=sorted(FAMILIES), default="llava", help="the tiny model's family")
+    p.add_argument("--endpoint", help="openai: a running server's base URL (default: start caption serve)")
+    p.add_argument("--served-model", default="tiny", help="openai: the model's name on --endpoint")
+    p.add_argument("--concurrency", default="1,2,4,8", help="openai: comma-separated concurrencies")
     p.add_argument("--images", type=int, default=48, help="images per timed pass (default 48)")
     p.add_argument("--batch-sizes", default="1,4,16", help="comma-separated batch sizes (default 1,4,16)")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -75,7 +92,7 @@ class TokenCounter:
         return ids
 
 
-def naive_loop(backend: LlavaBackend, images: list[np.ndarray], text: str) -> list[str]:
+def naive_loop(backend: TransformersBackend, images: list[np.ndarray], text: str) -> list[str]:
     """One image at a time, the way a first script would do it (same model, prompt and settings)."""
     import torch
     from PIL import Image
@@ -113,7 +130,7 @@ def timed(configs: dict, repeats: int, counter: TokenCounter, sync) -> dict:
     return {name: (statistics.median(times[name]), tokens[name], captions[name]) for name in configs}
 
 
-def with_batch(backend: LlavaBackend, bs: int, items: list[Item], instruction):
+def with_batch(backend: TransformersBackend, bs: int, items: list[Item], instruction):
     """A pass of the backend over all items at batch size ``bs``."""
     def run() -> list[str]:
         backend.batch_size = bs
@@ -124,6 +141,8 @@ def with_batch(backend: LlavaBackend, bs: int, items: list[Item], instruction):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.backend == "openai":
+        return main_openai(args)
     import torch
     import transformers
 
@@ -134,9 +153,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # -- model ----------------------------------------------------------------------------------------------------
     tmp = tempfile.TemporaryDirectory(prefix="pirs-caption-speed-")
-    model_dir = args.model or str(make_tiny_llava(Path(tmp.name) / "tiny-llava", seed=args.seed))
+    model_dir = args.model or str(make_tiny(args.family, Path(tmp.name) / f"tiny-{args.family}", seed=args.seed))
     t0 = time.perf_counter()
-    backend = LlavaBackend(model_dir, batch_size=batch_sizes[0], max_new_tokens=args.max_new_tokens,
+    backend = TransformersBackend(model_dir, batch_size=batch_sizes[0], max_new_tokens=args.max_new_tokens,
                            device=args.device, dtype=args.dtype)
     load_s = time.perf_counter() - t0
     n_params = sum(p.numel() for p in backend.model.parameters())
@@ -158,14 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     # -- the naive loop and the pirs backend at each batch size, interleaved ---------------------------------------
     naive = "naive loop (1 at a time)"
     configs = {naive: lambda: naive_loop(backend, images, instruction.text)}
-    configs.update({f"llava backend, batch {bs}": with_batch(backend, bs, items, instruction) for bs in batch_sizes})
+    configs.update({f"transformers, batch {bs}": with_batch(backend, bs, items, instruction) for bs in batch_sizes})
     results = timed(configs, args.repeats, counter, sync)
     naive_ips = args.images / results[naive][0]
     rows = []
     for label, (secs, toks, captions) in results.items():
         same = sum(x == y for x, y in zip(captions, results[naive][2], strict=True)) / args.images
         rows.append((label, secs, toks, same))
-    ips = {bs: args.images / results[f"llava backend, batch {bs}"][0] for bs in batch_sizes}
+    ips = {bs: args.images / results[f"transformers, batch {bs}"][0] for bs in batch_sizes}
 
     print(f"{'configuration':<28} {'seconds':>8} {'images/s':>9} {'tokens/s':>9} {'x naive':>8} {'same as naive':>14}")
     for label, secs, toks, same in rows:
@@ -174,9 +193,103 @@ def main(argv: list[str] | None = None) -> int:
     if 16 in ips:
         ratio = ips[16] / naive_ips
         print(f"\nbatch 16 vs naive loop: {ratio:.2f}x images/s (goal >= 3x: {'met' if ratio >= 3 else 'NOT met'})")
+        if 1 in ips:
+            ratio = ips[16] / ips[1]
+            print(f"batch 16 vs batch 1: {ratio:.2f}x images/s (goal >= 3x: {'met' if ratio >= 3 else 'NOT met'})")
     tmp.cleanup()
     return 0
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def main_openai(args: argparse.Namespace) -> int:
+    """Concurrency 1..N against an OpenAI-compatible server (``caption serve`` started here unless --endpoint)."""
+    import json
+    import re
+    import subprocess
+    import threading
+    import urllib.request
+
+    from pirs.captioning.openai_api import OpenAIBackend
+
+    levels = [int(c) for c in args.concurrency.split(",")]
+    instruction = XPSR_INSTRUCTIONS[args.instruction]
+    tmp = tempfile.TemporaryDirectory(prefix="pirs-caption-speed-")
+    server = None
+    endpoint = args.endpoint
+    if endpoint is None:
+        model_dir = args.model or str(make_tiny(args.family, Path(tmp.name) / f"tiny-{args.family}", seed=args.seed))
+        cmd = [sys.executable, "-m", "pirs.captioning.cli", "serve", "--model", model_dir, "--port", "0",
+               "--served-model-name", args.served_model, "--device", args.device, "--dtype", args.dtype,
+               "--max-batch", "16"]
+        server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                  env=dict(os.environ, HF_HUB_OFFLINE="1"))
+        seen = []
+        for line in server.stderr:  # progress bars and warnings first, then "caption serve: ... at URL"
+            seen.append(line)
+            m = re.search(r"caption serve: .* at (http://\S+/v1)", line)
+            if m:
+                endpoint = m.group(1)
+                print(line.strip())
+                threading.Thread(target=server.stderr.read, daemon=True).start()  # a full pipe must not block it
+                break
+        else:
+            print("caption serve did not start:\n" + "".join(seen), file=sys.stderr)
+            return 1
+    images = photos(args.images, args.seed)
+    items = [Item(f"img{i:04d}", {}, img) for i, img in enumerate(images)]
+    backend = OpenAIBackend(endpoint, args.served_model, concurrency=max(levels), max_new_tokens=args.max_new_tokens,
+                            timeout=600)
+
+    def stats() -> dict:
+        if server is None:
+            return {}
+        with urllib.request.urlopen(endpoint.rsplit("/v1", 1)[0] + "/stats", timeout=30) as r:
+            return json.loads(r.read())
+
+    def at(c: int):
+        def go() -> list[str]:
+            backend.concurrency = c
+            if backend._pool is not None:
+                backend._pool.shutdown()
+                backend._pool = None
+            return backend.caption(items, instruction)
+        return go
+
+    try:
+        print(f"endpoint {endpoint}, served model {args.served_model!r}, {args.images} images, instruction "
+              f"{instruction.name!r}, greedy, max_tokens {args.max_new_tokens}, median of {args.repeats} "
+              f"interleaved rounds after one warm-up; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
+              "cores\n")
+        configs = {c: at(c) for c in levels}
+        captions = {c: fn() for c, fn in configs.items()}  # warm-up
+        times: dict[int, list[float]] = {c: [] for c in levels}
+        sizes: dict[int, dict] = {}
+        for _ in range(args.repeats):
+            for c, fn in configs.items():
+                before = stats().get("batch_sizes", {})
+                t0 = time.perf_counter()
+                captions[c] = fn()
+                times[c].append(time.perf_counter() - t0)
+                after = stats().get("batch_sizes", {})
+                sizes[c] = {k: after.get(k, 0) - before.get(k, 0) for k in after if after.get(k, 0) - before.get(k, 0)}
+        base = args.images / statistics.median(times[levels[0]])
+        print(f"{'concurrency':<12} {'seconds':>8} {'images/s':>9} {'x c=' + str(levels[0]):>7} "
+              f"{'same captions':>14}  server batch sizes (size: count, last round)")
+        for c in levels:
+            secs = statistics.median(times[c])
+            same = sum(x == y for x, y in zip(captions[c], captions[levels[0]], strict=True)) / args.images
+            print(f"{c:<12} {secs:8.3f} {args.images / secs:9.2f} {args.images / secs / base:7.2f} {same:14.0%}  "
+                  f"{sizes.get(c) or ''}")
+        if 1 in levels and 8 in levels:
+            ratio = statistics.median(times[1]) / statistics.median(times[8])
+            print(f"\nconcurrency 8 vs 1: {ratio:.2f}x images/s (goal >= 4x: {'met' if ratio >= 4 else 'NOT met'})")
+    finally:
+        backend.close()
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        tmp.cleanup()
+    return 0

@@ -143,6 +143,8 @@ def _serve_parser(sub) -> None:
     p.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens accepted (default 4096)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default auto)")
     p.add_argument("--dtype", default="auto", help="float16, bfloat16, float32 or auto (default auto)")
+    p.add_argument("--api-key-env", default=None,
+                   help="answer only requests bearing the key in this environment variable (default: no key)")
     p.add_argument("--verbose", action="store_true", help="log every request")
 
 
@@ -151,7 +153,7 @@ def cmd_serve(a) -> int:
 
     try:
         serve(a.model, a.port, a.host, a.served_model_name, a.device, a.dtype, a.max_batch, a.batch_wait,
-              a.max_tokens_limit, a.verbose)
+              a.max_tokens_limit, a.verbose, a.api_key_env)
     except KeyboardInterrupt:
         print("\ncaption serve: stopped", file=sys.stderr)
     return 0

@@ -2,10 +2,11 @@
 
 The same protocol as vLLM, SGLang, LMDeploy and TGI, so that ``caption run --backend openai`` can be
 tested and used without a GPU engine: ``GET /v1/models``, ``GET /health`` and
-``POST /v1/chat/completions`` (no streaming). The model is any the ``transformers`` backend loads
-(:class:`~pirs.captioning.vlm.TransformersBackend`); the messages go through the model's own chat
-template, so a request carrying the ``transformers`` backend's conversation (one user turn: the image
-as a ``data:`` URL, then the instruction) gets exactly that backend's caption.
+``POST /v1/chat/completions`` (no streaming); ``GET /stats`` counts requests and batch sizes. The
+model is any the ``transformers`` backend loads (:class:`~pirs.captioning.vlm.TransformersBackend`);
+the messages go through the model's own chat template, so a request carrying the ``transformers``
+backend's conversation (one user turn: the image as a ``data:`` URL, then the instruction) gets
+exactly that backend's caption.
 
 **Batching.** HTTP requests are handled on threads that only parse and decode; one model thread
 generates. When the model is free it takes every request waiting, and waits up to ``batch_wait``
@@ -86,13 +87,14 @@ class CaptionServer:
     """
 
     def __init__(self, backend, served_model: str | None = None, host: str = "127.0.0.1", port: int = 0,
-                 max_batch: int = 16, batch_wait: float = 0.02, max_tokens_limit: int = 4096, verbose: bool = False):
+                 max_batch: int = 16, batch_wait: float = 0.02, max_tokens_limit: int = 4096, verbose: bool = False,
+                 api_key: str | None = None):
         if max_batch < 1 or batch_wait < 0 or max_tokens_limit < 1:
             raise ValueError("caption serve: --max-batch and --max-tokens-limit at least 1, --batch-wait at least 0")
         self.backend = backend
         self.served_model = served_model or backend.model_name
         self.max_batch, self.batch_wait, self.max_tokens_limit = max_batch, batch_wait, max_tokens_limit
-        self.verbose = verbose
+        self.verbose, self._api_key = verbose, api_key
         self.faults = parse_faults(os.environ.get(FAULT_ENV))
         self.stats: dict[str, Any] = {"requests": 0, "chat_requests": 0, "batches": [], "faults": 0}
         self._queue: queue.Queue[_Job] = queue.Queue()
@@ -330,14 +332,29 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, e: HTTPError) -> None:
         self._send(e.status, {"error": {"message": str(e), "type": e.kind, "param": None, "code": e.status}})
 
+    def _authorized(self) -> bool:
+        key = self.app._api_key
+        if key and self.headers.get("Authorization", "") != f"Bearer {key}":
+            self._error(HTTPError(401, "missing or wrong API key", "AuthenticationError"))
+            return False
+        return True
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         with self.app._lock:
             self.app.stats["requests"] += 1
         path = self.path.split("?", 1)[0].rstrip("/")
+        if path != "/health" and not self._authorized():
+            return
         if path == "/health":
             self._send(200, {"status": "ok"})
         elif path in ("/v1/models", "/models"):
             self._send(200, self.app.models())
+        elif path == "/stats":  # pirs' own: requests, faults, and how many batches of each size ran
+            with self.app._lock:
+                st = dict(self.app.stats)
+                sizes = st.pop("batches")
+            st["batch_sizes"] = {str(n): sizes.count(n) for n in sorted(set(sizes))}
+            self._send(200, st)
         else:
             self._error(HTTPError(404, f"no route {path}", "NotFoundError"))
 
@@ -355,6 +372,10 @@ class _Handler(BaseHTTPRequestHandler):
 
         try:
             path = self.path.split("?", 1)[0].rstrip("/")
+            if not self._authorized():
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(min(max(length, 0), MAX_BODY_BYTES))
+                return
             if path not in ("/v1/chat/completions", "/chat/completions"):
                 raise HTTPError(404, f"no route {path}", "NotFoundError")
             try:
@@ -383,13 +404,20 @@ class _Handler(BaseHTTPRequestHandler):
 
 def serve(model: str, port: int, host: str = "127.0.0.1", served_model: str | None = None, device: str = "auto",
           dtype: str = "auto", max_batch: int = 16, batch_wait: float = 0.02, max_tokens_limit: int = 4096,
-          verbose: bool = False) -> None:
-    """Load ``model`` and serve it until interrupted (the ``caption serve`` command)."""
+          verbose: bool = False, api_key_env: str | None = None) -> None:
+    """Load ``model`` and serve it until interrupted (the ``caption serve`` command).
+
+    With ``api_key_env`` the server answers only requests carrying that variable's value as a bearer token.
+    """
+    api_key = os.environ.get(api_key_env) if api_key_env else None
+    if api_key_env and not api_key:
+        raise ValueError(f"caption serve: --api-key-env {api_key_env}: that environment variable is not set")
     from .vlm import TransformersBackend
 
     backend = TransformersBackend(model, batch_size=max_batch, max_new_tokens=max_tokens_limit, device=device,
                                   dtype=dtype)
-    server = CaptionServer(backend, served_model, host, port, max_batch, batch_wait, max_tokens_limit, verbose)
+    server = CaptionServer(backend, served_model, host, port, max_batch, batch_wait, max_tokens_limit, verbose,
+                           api_key)
     print(f"caption serve: {backend.model_name} ({backend.settings['architecture']}, {backend.device}, "
           f"{backend.dtype}) as {server.served_model!r} at {server.url}", file=sys.stderr, flush=True)
     try:
