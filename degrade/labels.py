@@ -7,7 +7,8 @@ parameter keep SPIRE's wording, written by the op's own ``prompt``: "Denoise wit
 "Dejpeg with quality 10"; this table holds the sentence used when no parameter is known
 (a pair ingested from a data set, or a bare prompt). ``downsample``, ``resize`` and ``sinc``
 are the Real-ESRGAN pipeline's labels; ``real`` marks real-world captured pairs
-(RealSR, DRealSR) whose degradation is not synthesized.
+(RealSR, DRealSR) whose degradation is not synthesized; ``flare`` is albumentations'
+RandomSunFlare's (``op: albumentations``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ SENTENCES: dict[str, str] = {
     "resize": "Upsample",
     "sinc": "Remove the ringing",
     "real": "Remove all degradation",
+    "flare": "Remove the sun flare",
 }
 
 

@@ -82,7 +82,7 @@ class _Run:
 
     def op(self, st: OpStage, img: np.ndarray, target: tuple[int, int], recipe: Recipe) -> np.ndarray:
         mod = ops_registry.get(st.op)
-        ctx = {"size": img.shape[:2], "target": target}
+        ctx = {"size": img.shape[:2], "target": target, "image": img}  # image: for samplers that look at it
         params = mod.sample(self.rng, st.spec, ctx)
         for name, d in st.decimals.items():
             if params.get(name) is not None:

@@ -820,7 +820,7 @@ def test_spec_validate_rejects(mod, kw):
 
 def test_op_registry():
     assert set(ops.OPS) == {"blur", "resize", "noise", "jpeg", "usm_sharpen", "low_light", "haze", "rain", "raindrop",
-                            "snow", "motion_blur", "defocus_blur"}
+                            "snow", "motion_blur", "defocus_blur", "albumentations"}
     assert ops.get("usm_sharpen") is sharpen
     with pytest.raises(KeyError, match="did you mean 'noise'"):
         ops.get("nois")

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import blur, defocus, haze, jpeg, lowlight, motion, noise, rain, raindrop, resize, sharpen, snow
+from . import albument, blur, defocus, haze, jpeg, lowlight, motion, noise, rain, raindrop, resize, sharpen, snow
 
 OPS: dict[str, ModuleType] = {m.NAME: m for m in (blur, resize, noise, jpeg, sharpen, lowlight, haze, rain, raindrop,
-                                                    snow, motion, defocus)}
+                                                    snow, motion, defocus, albument)}
 
 
 def get(name: str) -> ModuleType:
@@ -33,5 +33,5 @@ def apply(img, op: str, params: dict):
     return get(op).apply(img, params)
 
 
-__all__ = ["OPS", "get", "apply", "blur", "defocus", "haze", "jpeg", "lowlight", "motion", "noise", "rain", "raindrop",
-           "resize", "sharpen", "snow"]
+__all__ = ["OPS", "get", "apply", "albument", "blur", "defocus", "haze", "jpeg", "lowlight", "motion", "noise", "rain",
+           "raindrop", "resize", "sharpen", "snow"]
