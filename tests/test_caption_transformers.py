@@ -283,3 +283,60 @@ def test_hub_id_loads_from_the_local_cache_only(tiny_dir, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == [f"pirs/tiny-llava {commit}", "refused True"]
+
+
+def test_instruction_sets_are_named_and_selectable_per_field(tiny_dir, tmp_path, photos_dir, capsys):
+    """XPSR's two, the Q-Instruct prompt of XPSR's code, SPIRE's long and short descriptions, SUPIR's: by name,
+    each in its field or in the one FIELD=NAME gives."""
+    import json
+
+    from conftest import quick_config
+    from pirs.captioning import cli
+    from pirs.captioning.run import CaptionConfig, run
+    from pirs.degrade.build import build
+    from pirs.degrade.shards import iter_records, shard_paths
+
+    texts = {name: (ins.field, ins.text) for name, ins in BUILTIN_INSTRUCTIONS.items()}
+    assert texts == {
+        "high": ("caption_high", "Please provide a descriptive summary of the content of this image"),
+        "low": ("caption_low", "Please describe the quality of this image and evaluate it based on factors such as "
+                               "clarity, color, noise, and lighting"),
+        "qinstruct": ("caption_low", "Describe and evaluate the quality of the image."),  # XPSR utils_data/
+        "spire-long": ("caption_high", "Describe this image and its style in a very detailed manner, in about 60 "
+                                       "words."),
+        "spire-short": ("caption_high", "Describe this image and its style in fewer than 20 words."),
+        "supir": ("caption_high", "Describe this image and its style in a very detailed manner."),
+    }
+    assert all(ins.source for ins in BUILTIN_INSTRUCTIONS.values())
+    shards = tmp_path / "shards"
+    build(quick_config(shards, photos_dir, num_samples=3, shard_size=3, crop_size=48))
+    out = tmp_path / "out"
+    r = run(CaptionConfig(shards=str(shards), out=str(out), backend="transformers", model=str(tiny_dir),
+                          instructions=["spire-long", "caption_source=spire-short", "qinstruct"], max_new_tokens=4,
+                          device="cpu", progress=False))
+    assert r.failures == [] and r.captions == 9
+    for p in shard_paths(out):
+        for _, rec, _ in iter_records(p):
+            meta = json.loads(rec["caption_meta"])
+            assert {f: (m["instruction"], m["instruction_text"]) for f, m in meta.items()} == {
+                "caption_high": ("spire-long", texts["spire-long"][1]),
+                "caption_source": ("spire-short", texts["spire-short"][1]),
+                "caption_low": ("qinstruct", texts["qinstruct"][1])}
+            assert rec["caption_high"] and rec["caption_low"] and rec["caption_source"]
+    assert r.manifest["captions"]["instructions"]["spire-short"]["field"] == "caption_source"
+    assert cli.main(["instructions"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in BUILTIN_INSTRUCTIONS) and "lowlevel_prompt_train.py" in listed
+
+
+def test_a_model_that_is_not_image_text_to_text_is_refused_in_one_line(tiny_dir, tmp_path):
+    import json
+
+    text_only = tmp_path / "text-only"
+    shutil.copytree(tiny_dir, text_only)
+    config = json.loads((text_only / "config.json").read_text())["text_config"]
+    (text_only / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
+    with pytest.raises(ValueError, match="'llama' model, which AutoModelForImageTextToText does not load"):
+        TransformersBackend(str(text_only))
+    with pytest.raises(ValueError, match="AutoModelForImageTextToText does not load"):
+        TransformersBackend.describe(str(text_only))
