@@ -5,6 +5,8 @@ rewrites a shard folder with the caption fields filled, resumably. Light to impo
 nothing heavy (torch, transformers) is loaded until the LLaVA backend is asked for.
 """
 
+import logging as _logging
+
 from .backend import XPSR_INSTRUCTIONS, Backend, CaptionError, Instruction, Item
 from .instructions import InstructionError, load_instructions
 from .run import CaptionConfig, CaptionResult, RunError, run
@@ -14,3 +16,5 @@ from .template import TemplateBackend, describe_ops, low_level_caption
 __all__ = ["XPSR_INSTRUCTIONS", "Backend", "CaptionConfig", "CaptionError", "CaptionResult", "Instruction",
            "InstructionError", "Item", "RunError", "SourceBackend", "TemplateBackend", "describe_ops",
            "load_instructions", "low_level_caption", "run"]
+
+_logging.getLogger("bitsandbytes").setLevel(_logging.ERROR)  # its CPU backend warns at import

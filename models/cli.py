@@ -32,6 +32,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
     p.add_argument("--validate-every", type=int, default=0, help="steps between validation images (0: never)")
     p.add_argument("--ema-decay", type=float, default=0.0, help="EMA of the trainable weights (0: off)")
+    p.add_argument("--allow-empty-text", action="store_true",
+                   help="train even if records leave a caption the method reads empty (XPSR: caption_low)")
     p.add_argument("--max-grad-norm", type=float, default=None,
                    help="clip the gradients' norm (default: the config's max_grad_norm, e.g. XPSR's 1.0; else off)")
     p.add_argument("--log-every", type=int, default=10, help="steps between log lines (default 10)")
@@ -92,7 +94,7 @@ def cmd_train(a) -> int:
                      max_steps=a.max_steps, batch_size=a.batch_size, grad_accum=a.grad_accum,
                      learning_rate=a.learning_rate, mixed_precision=a.mixed_precision,
                      checkpoint_every=a.checkpoint_every, validate_every=a.validate_every, ema_decay=a.ema_decay,
-                     max_grad_norm=a.max_grad_norm,
+                     max_grad_norm=a.max_grad_norm, allow_empty_text=a.allow_empty_text,
                      log_every=a.log_every, seed=a.seed, progress=not a.quiet)
     try:
         r = train(tc)
@@ -103,8 +105,14 @@ def cmd_train(a) -> int:
         print(f"\nrestore train: interrupted; run the same command to resume from the newest checkpoint in "
               f"{a.out}", file=sys.stderr)
         return 130
-    print(f"trained {a.method} to step {r.get('step', r['start'])} (resumed at {r['start']}), loss "
-          f"{r.get('loss', float('nan')):.4f}; parameters {r['parameters']}; checkpoints in {a.out}/")
+    out = a.out.rstrip("/") or a.out
+    if "loss" not in r:  # no step ran: the run already had --max-steps steps
+        print(f"{out} is already at step {r['start']} of --max-steps {r['steps']}: nothing to train (raise "
+              f"--max-steps to go on); checkpoints in {out}/")
+        return 0
+    resumed = f" (resumed at step {r['start']})" if r["start"] else ""
+    print(f"trained {a.method} to step {r['step']}{resumed}, last loss {r['loss']:.4f}; trainable "
+          f"{r['parameters']['trainable']:,} of {r['parameters']['total']:,} parameters; checkpoints in {out}/")
     return 0
 
 

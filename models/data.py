@@ -43,10 +43,13 @@ def _to_tensor(data: bytes) -> torch.Tensor:
     return torch.from_numpy(img).permute(2, 0, 1).contiguous()
 
 
-def _check_records(shard, index: dict[str, dict[str, tuple]]) -> None:
+TEXT_FIELDS = ("restoration_prompt", "caption_high", "caption_low", "caption_source")
+
+
+def _check_records(shard, index: dict[str, dict[str, tuple]]) -> dict[str, int]:
     """Every record of a shard through the shard reader's checks, and every image's PNG header against
     the pixel limit, before training starts (a bad sample found at step 10,000 would cost the run); one
-    batched ranged read per shard on object storage."""
+    batched ranged read per shard on object storage. Returns how many records leave each text field empty."""
     from pirs.degrade.fs import is_url, local_path, url_to_fs
     from pirs.degrade.sources import DEFAULT_MAX_PIXELS, png_size
 
@@ -62,11 +65,14 @@ def _check_records(shard, index: dict[str, dict[str, tuple]]) -> None:
             for o, n in spans:
                 f.seek(o)
                 datas.append(f.read(n))
+    empty = dict.fromkeys(TEXT_FIELDS, 0)
     for key, data in zip(keys, datas[: len(keys)], strict=True):
         try:
-            parse_record(data, f"{shard}: sample {key!r}", key)
+            rec = parse_record(data, f"{shard}: sample {key!r}", key)
         except ShardError as e:
             raise DataError(str(e)) from None
+        for f in TEXT_FIELDS:
+            empty[f] += not (rec.get(f) or "").strip()
     for (key, m), head in zip(images, datas[len(keys):], strict=True):
         size = png_size(head)
         if size is None:
@@ -74,6 +80,7 @@ def _check_records(shard, index: dict[str, dict[str, tuple]]) -> None:
         if size[0] * size[1] > DEFAULT_MAX_PIXELS:
             raise DataError(f"{shard}: sample {key!r}: {m} is {size[0]}x{size[1]} = {size[0] * size[1]} pixels, "
                             f"over the decompression-bomb limit of {DEFAULT_MAX_PIXELS}")
+    return empty
 
 
 class ShardPairs(torch.utils.data.Dataset):
@@ -88,6 +95,10 @@ class ShardPairs(torch.utils.data.Dataset):
         if not shards:
             raise DataError(f"{folder}: no shard-*.tar files")
         self.items: list[tuple[Path, str, dict]] = []
+        self.folder = str(folder)
+        self.shards = list(shards)
+        #: records whose text field is empty, per field (restoration prompt and captions)
+        self.empty_fields: dict[str, int] = dict.fromkeys(TEXT_FIELDS, 0)
         for shard in shards:
             try:
                 index = index_samples(shard)
@@ -98,12 +109,31 @@ class ShardPairs(torch.utils.data.Dataset):
                 if "json" not in members or "lq.png" not in members or (need_hq and "hq.png" not in members):
                     raise DataError(f"{shard}: sample {key!r} lacks json, lq.png" + (" or hq.png" if need_hq else ""))
                 self.items.append((shard, key, members))
-            _check_records(shard, index)
+            for f, n in _check_records(shard, index).items():
+                self.empty_fields[f] += n
         if not self.items:
             raise DataError(f"{folder}: the shards hold no samples")
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def fingerprint(self) -> str:
+        """What identifies the data: sha256 over every shard's name, size and keys, in order."""
+        import hashlib
+
+        from pirs.degrade.fs import is_url, url_to_fs
+
+        h = hashlib.sha256()
+        for shard in self.shards:
+            if is_url(shard):
+                fs, path = url_to_fs(str(shard))
+                size = fs.size(path)
+            else:
+                size = Path(shard).stat().st_size
+            h.update(f"{Path(str(shard)).name}\0{size}\0".encode())
+        for _, key, _ in self.items:
+            h.update(key.encode() + b"\0")
+        return h.hexdigest()
 
     def read(self, shard: Path, span: tuple[int, int]) -> bytes:
         """The bytes of one member (``span``: offset, size) of ``shard``."""

@@ -144,6 +144,11 @@ class Method(torch.nn.Module):
                              f"unexpected {sorted(unexpected)[:5]}")
         self.load_state_dict(state, strict=False)
 
+    def required_text(self) -> tuple[str, ...]:
+        """Record fields that must not be empty for training (``restore train`` refuses shards that leave them
+        empty, unless ``--allow-empty-text``)."""
+        return ()
+
     def training_step(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """``{"loss": ..., **logged}`` for one batch."""
         raise NotImplementedError

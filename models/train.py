@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint as ckpt
-from .data import DataOptions, ShardPairs
+from .data import DataError, DataOptions, ShardPairs
 from .method import Method, get_method, load_config
 
 PIRS_VERSION = "0.1.0"
@@ -47,6 +47,7 @@ class TrainConfig:
     validation_steps: int = 20
     ema_decay: float = 0.0
     max_grad_norm: float | None = None  # None: the method config's max_grad_norm, if it has one
+    allow_empty_text: bool = False  # train even when records leave a field the method reads empty
     log_every: int = 10
     seed: int = 0
     progress: bool = True
@@ -92,6 +93,12 @@ def _train(tc: TrainConfig, out: Path) -> dict:
     cfg = load_config(tc.method, tc.config, tc.overrides)
     data = ShardPairs(tc.data, data_options(cfg, tc.seed))  # first: bad shards fail before any model is built
     model = get_method(tc.method).build(cfg, tc.base)
+    empty = {f: data.empty_fields.get(f, 0) for f in model.required_text() if data.empty_fields.get(f, 0)}
+    if empty and not tc.allow_empty_text:
+        what = ", ".join(f"{n} of {len(data)} records have an empty {f}" for f, n in empty.items())
+        raise DataError(f"{tc.data}: {what}; {tc.method} reads them (caption the shards first, e.g. `caption run "
+                        f"{tc.data} --out CAPTIONED --backend llava --model DIR`), or pass --allow-empty-text")
+    data_fp = data.fingerprint()
     lr = tc.learning_rate if tc.learning_rate is not None else getattr(model.config, "learning_rate", 1e-4)
     params = model.trainable_parameters()
     if not params:
@@ -104,7 +111,7 @@ def _train(tc: TrainConfig, out: Path) -> dict:
     trainer_meta = {"method": tc.method, "config": dataclasses.asdict(core.config), "config_name": tc.config,
                     "overrides": tc.overrides, "base": tc.base, "data": str(tc.data), "seed": tc.seed,
                     "batch_size": tc.batch_size, "grad_accum": tc.grad_accum, "learning_rate": lr,
-                    "max_grad_norm": clip,
+                    "max_grad_norm": clip, "data_fingerprint": data_fp,
                     "pirs": PIRS_VERSION}
     start = 0
     ema: dict[str, torch.Tensor] | None = None
@@ -112,7 +119,11 @@ def _train(tc: TrainConfig, out: Path) -> dict:
     if resume is not None:
         meta = json.loads((resume / "trainer.json").read_text())
         if meta["method"] != tc.method or meta["config"] != dataclasses.asdict(core.config):
-            raise ValueError(f"{out} holds a run of another method or config ({meta['method']}); use a new --out")
+            raise ValueError(f"{out} holds a run of another method or config ({meta['method']}, config "
+                             f"{meta.get('config_name')}); use a new --out to train this one")
+        if meta.get("data_fingerprint") not in (None, data_fp):
+            raise ValueError(f"{out} holds a run trained on other data ({meta.get('data')}); resuming it on "
+                             f"{tc.data} would mix the two: use a new --out")
         from safetensors.torch import load_file
 
         core.load_trainable_state_dict(load_file(resume / "model.safetensors"))

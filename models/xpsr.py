@@ -188,6 +188,10 @@ class Xpsr(Method):
             total = total + F.l1_loss(pred.float(), resized.float())
         return total
 
+    def required_text(self) -> tuple[str, ...]:
+        """The low-level caption always; the high-level one too when training conditions on it."""
+        return ("caption_low", "caption_high") if self.config.train_caption_high else ("caption_low",)
+
     def training_step(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """``L_diffusion + dfc_weight * L_DFC`` (Sec. 3.3)."""
         sched = self.scheduler("ddpm")
