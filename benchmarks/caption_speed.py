@@ -200,9 +200,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 def main_openai(args: argparse.Namespace) -> int:
     """Concurrency 1..N against an OpenAI-compatible server (``caption serve`` started here unless --endpoint)."""
@@ -293,3 +290,7 @@ def main_openai(args: argparse.Namespace) -> int:
             server.wait(timeout=30)
         tmp.cleanup()
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
