@@ -152,6 +152,16 @@ def shard_name(s: int) -> str:
 def make_sample(cfg: BuildConfig, recipe: Recipe, src: SourceInfo, image: np.ndarray, index: int,
                 key: str) -> tuple[dict, dict]:
     """Degrade one sample: returns ``(record, members)``. Pure in (image, recipe, seed, index)."""
+    rec, hq, lq = degrade_sample(cfg, recipe, src, image, index, key)
+    members = {"hq.png": encode_png(hq), "lq.png": encode_png(lq),
+               "json": json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()}
+    return rec, members
+
+
+def degrade_sample(cfg: BuildConfig, recipe: Recipe, src: SourceInfo, image: np.ndarray, index: int,
+                   key: str) -> tuple[dict, np.ndarray, np.ndarray]:
+    """One sample before PNG encoding: ``(record, hq, lq)`` with uint8 RGB arrays (what :func:`make_sample`
+    writes, and what the on-the-fly dataset :mod:`.onthefly` returns)."""
     rng = sample_rng(cfg.seed, index)
     img, pads = (geometry.pad_to(image, cfg.crop_size) if cfg.pad else (image, [0, 0, 0, 0]))
     box = geometry.sample_crop(rng, img.shape[0], img.shape[1], cfg.crop_size)
@@ -174,9 +184,7 @@ def make_sample(cfg: BuildConfig, recipe: Recipe, src: SourceInfo, image: np.nda
         "restoration_prompt": out.prompt, "degradations": list(out.labels),
     })
     schema.validate(rec, key)
-    members = {"hq.png": encode_png(hq), "lq.png": encode_png(out.lq),
-               "json": json.dumps(rec, sort_keys=True, separators=(",", ":")).encode()}
-    return rec, members
+    return rec, hq, out.lq
 
 
 # ---------------------------------------------------------------- one shard
