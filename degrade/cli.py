@@ -309,23 +309,34 @@ def _find_record(shards: str, key: str, command: str):
     """
     from .shards import ShardError, iter_records, shard_paths
 
+    number = int(key) if key.isdigit() else None  # `12` finds key 00000012
+    keys: list[str] = []
     try:
         for shard in shard_paths(shards):
             found = None
             for k, rec, members in iter_records(shard):
-                if k == key:
+                keys.append(k)
+                if k == key or (number is not None and k.isdigit() and int(k) == number):
                     found = shard, rec, members
             if found is not None:
                 return found
     except (ShardError, FileNotFoundError) as e:
         print(f"degrade {command}: error: {e}", file=sys.stderr)
         return 2
-    print(f"degrade {command}: error: key {key!r} not found in {shards}", file=sys.stderr)
+    have = (f"it holds {len(keys)} keys, {keys[0]} .. {keys[-1]}" if len(keys) > 3 else
+            f"it holds {', '.join(keys) or 'no keys'}")
+    print(f"degrade {command}: error: key {key!r} not found in {shards} ({have})", file=sys.stderr)
     return 2
 
 
 def cmd_mixture(a) -> int:
     from .mixture import cmd_mixture as run
+
+    return run(a)
+
+
+def cmd_export(a) -> int:
+    from .export import cmd_export as run
 
     return run(a)
 
@@ -404,6 +415,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     _mixture_parser(sub)
     _testset_parser(sub)
+    from .export import add_parser as _export_parser
+
+    _export_parser(sub)
     p = sub.add_parser("preview", help="draw a contact sheet (HQ, LQ upscaled, prompt) as PNG",
                        description="Draw a contact sheet of the first records: HQ, LQ upscaled, prompt text.")
     p.add_argument("shards", help="shard folder or .tar file (a local path or URL)")
@@ -449,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     handler = {"build": cmd_build, "preview": cmd_preview, "recipes": cmd_recipes, "replay": cmd_replay,
                "show": cmd_show, "gallery": cmd_gallery, "ingest": cmd_ingest,
-               "testset": cmd_testset, "mixture": cmd_mixture}[a.command]
+               "testset": cmd_testset, "mixture": cmd_mixture, "export": cmd_export}[a.command]
     from .fs import run_cli
 
     try:
