@@ -309,18 +309,23 @@ def _find_record(shards: str, key: str, command: str):
     """
     from .shards import ShardError, iter_records, shard_paths
 
+    number = int(key) if key.isdigit() else None  # `12` finds key 00000012
+    keys: list[str] = []
     try:
         for shard in shard_paths(shards):
             found = None
             for k, rec, members in iter_records(shard):
-                if k == key:
+                keys.append(k)
+                if k == key or (number is not None and k.isdigit() and int(k) == number):
                     found = shard, rec, members
             if found is not None:
                 return found
     except (ShardError, FileNotFoundError) as e:
         print(f"degrade {command}: error: {e}", file=sys.stderr)
         return 2
-    print(f"degrade {command}: error: key {key!r} not found in {shards}", file=sys.stderr)
+    have = (f"it holds {len(keys)} keys, {keys[0]} .. {keys[-1]}" if len(keys) > 3 else
+            f"it holds {', '.join(keys) or 'no keys'}")
+    print(f"degrade {command}: error: key {key!r} not found in {shards} ({have})", file=sys.stderr)
     return 2
 
 

@@ -62,8 +62,10 @@ def test_build_preview_replay_show_recipes(tmp_path, photos):
     assert img.shape[0] > 3 * 200 and img.std() > 20  # three rows of pictures and text, not a blank page
     r = run(CLIS["degrade"], "replay", str(out), "00000002")
     assert r.returncode == 0 and "identical" in r.stdout
+    r = run(CLIS["degrade"], "replay", str(out), "2")  # an unpadded number finds its zero-padded key
+    assert r.returncode == 0 and "identical" in r.stdout
     r = run(CLIS["degrade"], "replay", str(out), "99999999")
-    assert r.returncode == 2 and "not found" in r.stderr
+    assert r.returncode == 2 and "not found" in r.stderr and "keys, 00000000 .. " in r.stderr
     r = run(CLIS["degrade"], "show", str(out), "00000001")
     rec = json.loads(r.stdout)
     assert rec["key"] == "00000001" and isinstance(rec["ops"], list)
