@@ -7,10 +7,11 @@ first tile of each row is the clean crop.
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import numpy as np
+
+from .preview import clip_lines
 
 GALLERY_RECIPES = ("noise", "jpeg", "low-light", "haze", "rain", "raindrop", "snow", "motion-blur", "defocus-blur",
                    "dr-noise-blur", "dr-snow-noise", "dr-raindrop-noise-blur", "dr-jpeg-noise-blur")
@@ -58,7 +59,7 @@ def gallery(out: str, tile: int = 256, seed: int = 0, recipes: tuple[str, ...] =
         y = pad + (j // cols) * (tile + text_h + pad)
         sheet.paste(Image.fromarray(img), (x, y))
         draw.text((x, y + tile + 3), title, fill="black", font=font)
-        for k, line in enumerate(textwrap.wrap(prompt, max(16, tile // 7))[:2]):
+        for k, line in enumerate(clip_lines(prompt, max(16, tile // 7), 2)):
             draw.text((x, y + tile + 22 + 16 * k), line, fill="dimgray", font=small)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)

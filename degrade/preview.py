@@ -8,6 +8,18 @@ from pathlib import Path
 from .shards import iter_records, shard_paths
 
 
+def clip_lines(text: str, width: int, max_lines: int) -> list[str]:
+    """``text`` wrapped to ``width`` characters in at most ``max_lines`` lines; a cut text ends in "..."."""
+    if max_lines < 1:
+        return []
+    head = text[: width * (max_lines + 1)]  # never wrap more than could be drawn (a caption may be huge)
+    lines = textwrap.wrap(head, width) or [""]
+    if len(lines) > max_lines or len(head) < len(text):
+        lines = lines[:max_lines]
+        lines[-1] = lines[-1][: max(0, width - 3)].rstrip() + "..."
+    return lines
+
+
 def _font(size: int):
     from PIL import ImageFont
 
@@ -67,12 +79,12 @@ def contact_sheet(folder: str, out: str, count: int = 8, tile: int = 256) -> Pat
         lines = [f"key {key}   source {rec['source_path'] or rec.get('lq_source_path', '')}",
                  f"recipe {rec['branch']}   scale {rec['scale']}   HQ {rec['hq_size']}  LQ {rec['lq_size']}",
                  "labels: " + (", ".join(rec["degradations"]) or "none"), "prompt:"]
-        room = tile // 17  # lines that fit: never wrap more text than that (a record may carry a long caption)
-        lines += textwrap.wrap(rec["restoration_prompt"][: 48 * room], 48) or [""]
-        for cap in ("caption_high", "caption_low"):
-            if rec.get(cap):
-                lines += textwrap.wrap(f"{cap}: {rec[cap][: 48 * 5]}", 48)[:4]
-        for j, line in enumerate(lines[: tile // 17]):
+        room = tile // 17  # the lines that fit beside the images
+        caps = [c for c in ("caption_high", "caption_low") if rec.get(c)]
+        lines += clip_lines(rec["restoration_prompt"], 48, max(1, room - len(lines) - 2 * len(caps)))
+        for cap in caps:
+            lines += clip_lines(f"{cap}: {rec[cap]}", 48, min(4, room - len(lines)))
+        for j, line in enumerate(lines[:room]):
             draw.text((3 * pad + 2 * tile, y + 2 + 17 * j), line, fill="black", font=small)
     import io
 

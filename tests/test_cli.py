@@ -110,3 +110,15 @@ def test_bad_arguments_fail_before_work(tmp_path, photos):
 
 
 from pathlib import Path  # noqa: E402
+
+
+def test_texts_cut_for_the_contact_sheet_end_in_an_ellipsis():
+    from pirs.degrade.preview import clip_lines
+
+    prompt = "Deblur with sigma 2.9; Upsample to 6.0x; Denoise with sigma 0.06; Dejpeg with quality 45"
+    one = clip_lines(prompt, 48, 1)
+    assert len(one) == 1 and one[0].endswith("...") and len(one[0]) <= 48
+    assert clip_lines(prompt, 48, 3) == ["Deblur with sigma 2.9; Upsample to 6.0x; Denoise",
+                                         "with sigma 0.06; Dejpeg with quality 45"]  # fits: no ellipsis
+    huge = clip_lines("word " * 20_000_000, 48, 4)  # a 100 MB caption: only what is drawn is wrapped
+    assert len(huge) == 4 and huge[-1].endswith("...")
