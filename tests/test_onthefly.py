@@ -128,3 +128,35 @@ def test_albumentations_recipe_on_the_fly_in_workers(tmp_path, photos_dir):
         for k, js, lq in zip(batch["key"], batch["json"], batch["lq"], strict=True):
             assert js.encode() == built[int(k)][1]
             assert np.array_equal(lq.permute(1, 2, 0).numpy(), built[int(k)][3])
+
+
+def test_the_readme_section_runs_as_printed(tmp_path, monkeypatch, capsys):
+    """README 'Export, on-the-fly degradation, training from shards': every command and Python block, in order
+    (run in this process to stay fast: `degrade ...` through its main, `python -c CODE` and blocks through exec)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    import datasets
+    from pirs.degrade.cli import main as degrade_main
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("### Export, on-the-fly degradation, training from shards", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(bash|python)\n(.*?)```", section, re.S)
+    assert [lang for lang, _ in blocks] == ["bash", "python", "python"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "hf-cache"))
+    datasets.disable_progress_bars()
+    for lang, body in blocks:
+        if lang == "python":
+            exec(compile(body, "README.md", "exec"), {"__name__": "readme"})
+            continue
+        for line in body.splitlines():
+            argv = shlex.split(line, comments=True)
+            if argv[0] == "degrade":
+                assert degrade_main(argv[1:]) == 0, line
+            else:
+                assert argv[:2] == ["python", "-c"], line
+                exec(argv[2], {"__name__": "readme"})
+    out = capsys.readouterr().out
+    assert "List(Value('int32'))" in out and "00000003" in out and "torch.Size([4, 3, 128, 128])" in out
