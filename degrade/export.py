@@ -73,19 +73,12 @@ class ExportResult:
 # ---------------------------------------------------------------- reading
 
 
-def _records(shards: str, progress: bool):
-    """``(shard, key, record, hq bytes or None, lq bytes)`` of every sample, checked."""
-    from .shards import ShardError, iter_records, read_manifest, shard_paths
-    from .sources import DEFAULT_MAX_PIXELS, png_size
-
-    paths = shard_paths(shards)
-    if not paths:
-        raise ExportError(f"{shards}: no shard-*.tar files")
-    try:
-        total = (read_manifest(shards) or {}).get("samples")
-    except ShardError:
-        total = None
+def _records(paths: list, total: int | None, progress: bool):
+    """``(shard, key, record, hq bytes or None, lq bytes)`` of every sample of the shards ``paths``, checked."""
     from tqdm import tqdm
+
+    from .shards import iter_records
+    from .sources import DEFAULT_MAX_PIXELS, png_size
 
     bar = tqdm(total=total, desc="degrade export", unit="sample", disable=not progress, dynamic_ncols=True,
                file=sys.stderr)
@@ -402,7 +395,7 @@ def export(shards: str, out: str | os.PathLike, fmt: str, split: str | None = No
     """Export the shards in ``shards`` (a folder, a ``.tar`` or a URL) to ``out`` (a local folder) as ``fmt``."""
     from .fs import is_url
     from .lock import LockHeld, output_lock
-    from .shards import ShardError, read_manifest
+    from .shards import ShardError, read_manifest, shard_paths
 
     if fmt not in FORMATS:
         raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -412,6 +405,9 @@ def export(shards: str, out: str | os.PathLike, fmt: str, split: str | None = No
         raise ExportError(f"--split must be a name of letters, digits and '_' (e.g. train, validation, test), "
                           f"got {split!r}")
     out = Path(out)
+    paths = shard_paths(shards)  # before anything is written: a missing folder is one line, --out untouched
+    if not paths:
+        raise ExportError(f"{shards}: no shard-*.tar files")
     try:
         manifest = read_manifest(shards) if not str(shards).endswith(".tar") else None
     except (ShardError, NotADirectoryError):
@@ -427,7 +423,7 @@ def export(shards: str, out: str | os.PathLike, fmt: str, split: str | None = No
         with output_lock(out, "degrade export"):
             _prepare(out, args, overwrite)
             write_json(out / MARKER, {"complete": False, "args": args})
-            rows = _records(shards, progress)
+            rows = _records(paths, (manifest or {}).get("samples"), progress)
             scales: list[int] = []
             if fmt == "parquet":
                 files, paired, unpaired, nbytes = _write_parquet(rows, out, split)
