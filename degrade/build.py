@@ -371,7 +371,20 @@ def fingerprint(cfg: BuildConfig, recipe: Recipe, sources: list[SourceInfo]) -> 
         "flip_prob": cfg.flip_prob, "num_samples": cfg.num_samples, "shard_size": cfg.shard_size,
         "max_pixels": cfg.max_pixels, "sources": [[s.ref.path, s.sha256] for s in sources],
     }
+    if _uses_op(recipe.resolved, "albumentations"):  # its draws and pixels are the installed version's
+        from .ops.albument import version
+
+        spec["albumentations"] = version()
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _uses_op(obj, name: str) -> bool:
+    """Whether a resolved recipe (nested recipes included) has a stage ``op: name``."""
+    if isinstance(obj, dict):
+        return obj.get("op") == name or any(_uses_op(v, name) for v in obj.values())
+    if isinstance(obj, list):
+        return any(_uses_op(v, name) for v in obj)
+    return False
 
 
 def validate_config(cfg: BuildConfig, recipe: Recipe) -> None:

@@ -161,3 +161,16 @@ def test_degrading_with_albumentations_imports_no_torch_and_fetches_nothing():
             "print('torch' in sys.modules, os.environ.get('NO_ALBUMENTATIONS_UPDATE'))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "1"]
+
+
+def test_the_build_fingerprint_names_the_albumentations_version(monkeypatch, photos):
+    from pirs.degrade.build import fingerprint, scan_inputs
+
+    cfg = quick_config(Path("unused"), photos, pipeline="albumentations-weather")
+    sources, _, _ = scan_inputs(cfg)
+    recipe = load_recipe("albumentations-weather")
+    plain_cfg = quick_config(Path("unused"), photos)
+    before = fingerprint(cfg, recipe, sources), fingerprint(plain_cfg, load_recipe("realesrgan"), sources)
+    monkeypatch.setattr(albument, "version", lambda: "0.0.0")  # a resumed build on another albumentations
+    after = fingerprint(cfg, recipe, sources), fingerprint(plain_cfg, load_recipe("realesrgan"), sources)
+    assert before[0] != after[0] and before[1] == after[1]
