@@ -405,6 +405,8 @@ def export(shards: str, out: str | os.PathLike, fmt: str, split: str | None = No
         raise ExportError(f"--split must be a name of letters, digits and '_' (e.g. train, validation, test), "
                           f"got {split!r}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file, not a folder")
     paths = shard_paths(shards)  # before anything is written: a missing folder is one line, --out untouched
     if not paths:
         raise ExportError(f"{shards}: no shard-*.tar files")

@@ -235,6 +235,9 @@ def test_export_folder_rules(shards, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds other files (notes.txt)" in err and len(err.strip().splitlines()) == 1
     assert (foreign / "notes.txt").read_text() == "mine"
+    a_file = str(foreign / "notes.txt")
+    assert degrade_main(["export", str(shards["test"]), "--format", "folders", "--out", a_file]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
 
 
 def test_a_changed_shard_is_refused(shards, tmp_path, capsys):
