@@ -215,13 +215,13 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def parquet_card(out: Path, split: str, files: list[str], n: int, nbytes: int, source: dict) -> str:
-    """The dataset card (README.md) of an exported Parquet folder."""
+def parquet_card(out: Path, split: str, digests: dict[str, str], n: int, nbytes: int, source: dict) -> str:
+    """The dataset card (README.md) of an exported Parquet folder (``digests``: sha256 of each data file)."""
     import yaml
 
     from .card import _size_category, config_name
 
-    digest = hashlib.sha256("\n".join(_digest(out / f) for f in files).encode()).hexdigest()
+    digest = hashlib.sha256("\n".join(digests[f] for f in sorted(digests)).encode()).hexdigest()
     name = config_name(digest)
     header = {
         "configs": [{"config_name": name, "default": True,
@@ -339,21 +339,30 @@ def _basicsr_readme(out: Path, paired: int, unpaired: int, scales: list[int], fi
 
 
 def _write_folders(rows, out: Path) -> tuple[list[str], int, int]:
-    lines, paired, unpaired = [], 0, 0
-    for _, key, rec, hq, lq in rows:
-        name = f"{key}.png"
-        write_bytes(out / "lq" / name, lq)
-        if hq is not None:
-            write_bytes(out / "hq" / name, hq)
-        paired += hq is not None
-        unpaired += hq is None
-        lines.append((hq is not None, {"hq_file_name": f"hq/{name}" if hq is not None else None,
-                                       "lq_file_name": f"lq/{name}", **rec}))
-    if not paired:  # no pairs at all: no hq column (a column of nulls would be typed null, not image)
-        for _, row in lines:
-            row.pop("hq_file_name")
-    write_text(out / "metadata.jsonl", "".join(json.dumps(row, sort_keys=False, separators=(",", ":")) + "\n"
-                                               for _, row in lines))
+    paired = unpaired = 0
+    final = out / "metadata.jsonl"
+    tmp = out / f".metadata.jsonl.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "w") as f:  # streamed: one line per record
+            for _, key, rec, hq, lq in rows:
+                name = f"{key}.png"
+                write_bytes(out / "lq" / name, lq)
+                if hq is not None:
+                    write_bytes(out / "hq" / name, hq)
+                paired += hq is not None
+                unpaired += hq is None
+                row = {"hq_file_name": f"hq/{name}" if hq is not None else None, "lq_file_name": f"lq/{name}", **rec}
+                f.write(json.dumps(row, separators=(",", ":")) + "\n")
+        if not paired:  # no pairs at all: no hq column (a column of nulls would be typed null, not image)
+            with open(tmp) as src, open(final, "w") as dst:
+                for line in src:
+                    row = json.loads(line)
+                    row.pop("hq_file_name")
+                    dst.write(json.dumps(row, separators=(",", ":")) + "\n")
+        else:
+            os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
     return ["metadata.jsonl"], paired, unpaired
 
 
@@ -427,18 +436,22 @@ def export(shards: str, out: str | os.PathLike, fmt: str, split: str | None = No
             write_json(out / MARKER, {"complete": False, "args": args})
             rows = _records(paths, (manifest or {}).get("samples"), progress)
             scales: list[int] = []
+            digests: dict[str, str] = {}
             if fmt == "parquet":
                 files, paired, unpaired, nbytes = _write_parquet(rows, out, split)
                 if not files:
                     raise ExportError(f"{shards}: the shards hold no samples")
-                write_text(out / "README.md", parquet_card(out, split, files, paired + unpaired, nbytes, source))
+                digests = {f: _digest(out / f) for f in files}
+                write_text(out / "README.md", parquet_card(out, split, digests, paired + unpaired, nbytes, source))
+                digests["README.md"] = _digest(out / "README.md")
             elif fmt == "basicsr":
                 files, paired, unpaired, scales = _write_basicsr(rows, out)
             else:
                 files, paired, unpaired = _write_folders(rows, out)
+            digests.update({f: _digest(out / f) for f in files if f not in digests})
             write_json(out / MARKER, {"complete": True, "args": args, "records": paired + unpaired,
                                       "paired": paired, "unpaired": unpaired, "scales": scales,
-                                      "files": {f: _digest(out / f) for f in files}})
+                                      "files": digests})
     except LockHeld as e:
         raise ExportError(str(e)) from None
     return ExportResult(out=out, format=fmt, split=split, records=paired + unpaired, paired=paired,

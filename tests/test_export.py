@@ -251,3 +251,20 @@ def test_a_changed_shard_is_refused(shards, tmp_path, capsys):
     tar.write_bytes(bytes(data))
     assert degrade_main(["export", str(src), "--format", "parquet", "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "manifest" in capsys.readouterr().err
+
+
+def test_folders_without_any_ground_truth(shards, tmp_path):
+    only_lq = tmp_path / "only-lq"
+    only_lq.mkdir()
+    with ShardWriter(only_lq / "shard-000000.tar") as w:
+        for key, (_, members) in _built(shards["mixed"]).items():
+            if "hq.png" not in members:
+                w.write(key, members)
+    out = tmp_path / "folders"
+    r = export(str(only_lq), out, "folders", progress=False)
+    assert (r.paired, r.unpaired) == (0, 2) and not (out / "hq").exists()
+    rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert [row["lq_file_name"] for row in rows] == ["lq/00000002.png", "lq/00000003.png"]
+    assert all("hq_file_name" not in row for row in rows)
+    ds = datasets.load_dataset("imagefolder", data_dir=str(out), split="train", cache_dir=str(tmp_path / "cache"))
+    assert "hq" not in ds.features and ds[1]["lq"].size == (16, 16)
