@@ -125,6 +125,7 @@ def test_labels_and_prompts(tmp_path):
 @pytest.mark.parametrize("stage,match", [
     ({"transform": "RandomRian"}, "did you mean 'RandomRain'"),
     ({"transform": "HorizontalFlip"}, "not pixel-level"),
+    ({"transform": "ImageOnlyTransform"}, "not an albumentations transform"),
     ({"transform": "RandomRain", "args": {"p": 0.5}}, "not allowed"),
     ({"transform": "RandomRain", "args": {"slant_rang": [1, 2]}}, "not valid for transform RandomRain"),
     ({"transform": "RandomRain", "args": {"slant_range": [30, -5]}}, "First value should be less"),

@@ -89,11 +89,12 @@ def transform_class(name: str):
     """The albumentations transform class ``name``; ValueError with "did you mean" otherwise."""
     A = albumentations()
     cls = getattr(A, name, None) if isinstance(name, str) and name.isidentifier() else None
-    if not isinstance(cls, type) or not issubclass(cls, A.BasicTransform):
+    if not isinstance(cls, type) or not issubclass(cls, A.BasicTransform) or cls.apply is A.BasicTransform.apply:
         import difflib
 
         known = sorted(n for n in dir(A) if isinstance(getattr(A, n), type) and
-                       issubclass(getattr(A, n), A.ImageOnlyTransform) and n != "ImageOnlyTransform")
+                       issubclass(getattr(A, n), A.ImageOnlyTransform) and getattr(A, n).apply is not
+                       A.BasicTransform.apply)
         close = difflib.get_close_matches(str(name), known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"transform {name!r:.80} is not an albumentations transform{hint}")
