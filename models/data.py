@@ -117,6 +117,10 @@ class ShardPairs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def __getitem__(self, i: int) -> dict:
+        """Sample ``i`` (so a ``torch.utils.data.DataLoader`` takes the dataset itself, with :func:`collate`)."""
+        return self.sample(i)
+
     def fingerprint(self) -> str:
         """What identifies the data: sha256 over every shard's name, size and keys, in order."""
         import hashlib
