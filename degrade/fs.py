@@ -359,7 +359,15 @@ def run_cli(prog: str, handler, a) -> int:
 
     debug = bool(os.environ.get(DEBUG_ENV)) or bool(getattr(a, "debug", False))
     try:
-        return handler(a)
+        code = handler(a)
+        sys.stdout.flush()  # here, not at exit: a reader that went away (`| head`) is handled below
+        return code
+    except BrokenPipeError:  # the reader of our output closed it: stop quietly, as Unix tools do
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return 0
     except KeyboardInterrupt:
         if debug:
             raise

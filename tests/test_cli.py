@@ -122,3 +122,14 @@ def test_texts_cut_for_the_contact_sheet_end_in_an_ellipsis():
                                          "with sigma 0.06; Dejpeg with quality 45"]  # fits: no ellipsis
     huge = clip_lines("word " * 20_000_000, 48, 4)  # a 100 MB caption: only what is drawn is wrapped
     assert len(huge) == 4 and huge[-1].endswith("...")
+
+
+@pytest.mark.parametrize("argv", [("degrade", "recipes"), ("leaderboard", "reproduce", "--list"),
+                                  ("bench", "metrics"), ("restore", "methods")])
+def test_a_closed_pipe_ends_quietly(argv):
+    """`degrade recipes | head -1`: the reader goes away (here before the first write); no traceback, no error
+    line, status 0."""
+    r = subprocess.run(f"{sys.executable} -m {CLIS[argv[0]]} {' '.join(argv[1:])} | true; "
+                       "exit ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stderr == "", r.stderr[-500:]
