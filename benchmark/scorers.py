@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 DEFAULT_OPTIONS: dict[str, Any] = {"crop_border": 0, "clip_model": "ViT-L/14"}
 _CHANNELS_LAST = {"lpips", "lpips-vgg", "dists"}  # pyiqa names of conv-net metrics run channels-last
-_OPENAI_CLIP_METRICS = {"clipiqa", "liqe", "clipscore"}  # pyiqa archs that import openai-clip
+# pyiqa archs importing openai-clip
+_OPENAI_CLIP_METRICS = ("clipiqa", "liqe", "laion_aes", "maclip", "afine", "qualiclip", "topiq_nr-face")
 _FID_DIMS = 2048
 
 
@@ -276,24 +277,44 @@ class SsimScorer(Scorer):
         return ssim_separable(x, y, data_range=255.0)
 
 
-class SsimYCbCrScorer(Scorer):
-    """SSIM on the BT.601 YCbCr Y in [16, 235], unrounded (BasicSR), from pyiqa's rgb2ycbcr."""
+def _hwc(batch: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) float32 in [0, 1] to a (B, H, W, 3) float32 numpy array on the CPU (values unchanged)."""
+    import torch
+
+    return batch.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).contiguous().numpy()
+
+
+class BasicsrYScorer(Scorer):
+    """PSNR or SSIM on YCbCr Y (``psnr-ycbcr``, ``ssim-ycbcr``) or RGB (``psnr-rgb``, ``ssim-rgb``), BasicSR's way
+    (:mod:`.basicsr_metrics`)."""
 
     def _score(self, pred: torch.Tensor, ref: torch.Tensor | None, captions: list[str] | None) -> torch.Tensor:
-        return ssim_ycbcr(pred, ref, self.crop_border)
+        import torch
+
+        from .basicsr_metrics import psnr_rgb, psnr_y, ssim_rgb, ssim_y
+
+        fn = {"psnr-ycbcr": psnr_y, "ssim-ycbcr": ssim_y, "psnr-rgb": psnr_rgb, "ssim-rgb": ssim_rgb}[
+            self.spec.backend_name]
+        return torch.tensor([fn(p, r, self.crop_border) for p, r in zip(_hwc(pred), _hwc(ref), strict=True)],
+                            dtype=torch.float64)
 
 
-def ssim_ycbcr(pred: torch.Tensor, ref: torch.Tensor, crop_border: int = 0) -> torch.Tensor:
-    """(B,) SSIM of the YCbCr Y channels (x 255, float64, not rounded) after cropping ``crop_border`` pixels."""
-    import torch
-    from pyiqa.utils.color_util import rgb2ycbcr
+class NiqeYScorer(Scorer):
+    """NIQE on rounded YCbCr Y, BasicSR's way, with the model parameters of ``niqe_modelparameters.mat``."""
 
-    if crop_border:
-        c = crop_border
-        pred, ref = pred[..., c:-c, c:-c], ref[..., c:-c, c:-c]
-    y_pred = rgb2ycbcr(pred.to(torch.float64))[:, :1] * 255.0
-    y_ref = rgb2ycbcr(ref.to(torch.float64))[:, :1] * 255.0
-    return ssim_separable(y_pred, y_ref, data_range=255.0)
+    def __init__(self, spec: MetricSpec, prior_file: Path, device: str = "cpu", crop_border: int = 0):
+        super().__init__(spec, device, crop_border)
+        from .basicsr_metrics import load_niqe_prior
+
+        self.mu, self.cov = load_niqe_prior(str(prior_file))
+
+    def _score(self, pred: torch.Tensor, ref: torch.Tensor | None, captions: list[str] | None) -> torch.Tensor:
+        import torch
+
+        from .basicsr_metrics import niqe_y
+
+        return torch.tensor([niqe_y(p, self.mu, self.cov, self.crop_border) for p in _hwc(pred)],
+                            dtype=torch.float64)
 
 
 def _gaussian_1d(size: int = 11, sigma: float = 1.5) -> np.ndarray:
@@ -479,17 +500,40 @@ def frechet_distance(feats1: np.ndarray, feats2: np.ndarray, method: str = "auto
     return float(pyiqa_frechet(mu1, np.cov(f1, rowvar=False), mu2, np.cov(f2, rowvar=False)))
 
 
-class FIDScorer(SetScorer):
-    """FID of the predictions against the references (clean mode, TF-FID InceptionV3 pool3)."""
+def kernel_inception_distance(feats1: np.ndarray, feats2: np.ndarray, subsets: int = 100, subset_size: int = 1000,
+                              seed: int = 0) -> float:
+    """KID: the unbiased MMD^2 of two feature sets under k(x, y) = (x . y / d + 1)^3, averaged over ``subsets``
+    random subsets of ``min(subset_size, n1, n2)`` rows drawn without replacement from each set."""
+    import numpy as np
 
-    def __init__(self, spec: MetricSpec, device: str = "cpu", cache: FeatureCache | None = None):
-        super().__init__(spec, device)
+    f1, f2 = np.asarray(feats1, dtype=np.float64), np.asarray(feats2, dtype=np.float64)
+    m = min(subset_size, len(f1), len(f2))
+    if m < 2:
+        raise ValueError(f"KID needs at least 2 images per set, got {len(f1)} and {len(f2)}")
+    d = f1.shape[1]
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for _ in range(subsets):
+        x = f1[rng.choice(len(f1), m, replace=False)]
+        y = f2[rng.choice(len(f2), m, replace=False)]
+        kxx, kyy, kxy = (x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3
+        total += ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) - 2 * kxy.mean()
+    return float(total / subsets)
+
+
+class InceptionFeatures:
+    """The clean-mode Inception pool3 features of the predictions and references, shared by fid and kid: a
+    batch given to both scorers is computed once."""
+
+    def __init__(self, device: str = "cpu", cache: FeatureCache | None = None):
         from pyiqa.archs.inception import InceptionV3
 
+        self.device = device
         self.model = InceptionV3(output_blocks=[InceptionV3.BLOCK_INDEX_BY_DIM[_FID_DIMS]]).to(device).eval()
         self.cache = cache
         self.pred_feats: list[np.ndarray] = []
         self.ref_feats: list[np.ndarray] = []
+        self._last: tuple[int, int] | None = None
 
     def features(self, images: torch.Tensor) -> np.ndarray:
         """(B, 2048) float32 pool3 features of float images in [0, 1]."""
@@ -500,18 +544,59 @@ class FIDScorer(SetScorer):
             feat = self.model(x.to(self.device), False, False)[0]
         return feat.reshape(feat.shape[0], -1).float().cpu().numpy()
 
-    def update(self, pred: torch.Tensor, ref: torch.Tensor | None) -> None:
-        if ref is None:
-            raise ValueError("fid compares the predictions with the references: a reference batch is needed")
+    def update(self, pred: torch.Tensor, ref: torch.Tensor, count: int) -> None:
+        """Add a batch; ``count`` numbers the caller's batches so that the second scorer's call is a no-op."""
+        if self._last == (count, id(pred)):
+            return
+        self._last = (count, id(pred))
         self.pred_feats.append(self.features(pred))
         self.ref_feats.append(_cached_features(self.cache, ref, self.features))
 
-    def compute(self) -> float:
+    def arrays(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         import numpy as np
 
         if not self.pred_feats:
-            raise ValueError("fid: no images were added")
-        return frechet_distance(np.concatenate(self.pred_feats), np.concatenate(self.ref_feats))
+            raise ValueError(f"{name}: no images were added")
+        return np.concatenate(self.pred_feats), np.concatenate(self.ref_feats)
+
+
+class FIDScorer(SetScorer):
+    """FID of the predictions against the references (clean mode, TF-FID InceptionV3 pool3)."""
+
+    def __init__(self, spec: MetricSpec, device: str = "cpu", cache: FeatureCache | None = None,
+                 shared: InceptionFeatures | None = None):
+        super().__init__(spec, device)
+        self.inception = shared or InceptionFeatures(device, cache)
+        self.batches = 0
+
+    @property
+    def cache(self) -> FeatureCache | None:
+        return self.inception.cache
+
+    @property
+    def model(self):
+        return self.inception.model
+
+    def features(self, images: torch.Tensor) -> np.ndarray:
+        """(B, 2048) float32 pool3 features of float images in [0, 1]."""
+        return self.inception.features(images)
+
+    def update(self, pred: torch.Tensor, ref: torch.Tensor | None) -> None:
+        if ref is None:
+            raise ValueError(f"{self.spec.name} compares the predictions with the references: a reference batch "
+                             "is needed")
+        self.batches += 1
+        self.inception.update(pred, ref, self.batches)
+
+    def compute(self) -> float:
+        return frechet_distance(*self.inception.arrays(self.spec.name))
+
+
+class KIDScorer(FIDScorer):
+    """KID of the predictions against the references, on fid's features."""
+
+    def compute(self) -> float:
+        return kernel_inception_distance(*self.inception.arrays(self.spec.name))
 
 
 # ------------------------------------------------------------------------------------------
@@ -527,24 +612,63 @@ def _cache_root(cache_dir: str | os.PathLike | None, fingerprint: str | None) ->
     return Path(cache_dir).expanduser() / fingerprint
 
 
+class Scorers(list):
+    """The scorers of :func:`build_scorers`, in order, with :attr:`weights`: each weight file read, its SHA-256,
+    the metrics using it and how it was checked (for the results file)."""
+
+    weights: list[dict]
+
+
+#: pyiqa metrics whose timm backbone is overwritten by the metric's own checkpoint (strict load): built without
+#: ImageNet weights, so that timm does not try to download them
+_TIMM_OVERWRITTEN = {"maniqa": ("vit_base_patch8_224",), "topiq": ("resnet50",)}
+#: file types pirs reads itself before any model is built (the others, .mat and .json, are plain data)
+_TENSOR_FILES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
+
+
+def _timm_fix(spec: MetricSpec):
+    from . import compat
+
+    for prefix, names in _TIMM_OVERWRITTEN.items():
+        if spec.backend_name.startswith(prefix) and not spec.name.startswith(registry.PYIQA_PREFIX):
+            return compat.timm_without_pretrained(*names)
+    return contextlib.nullcontext()
+
+
 def build_scorers(specs: Sequence[MetricSpec | str], device: str = "cpu", weights_dir: str | None = None,
                   options: dict | None = None, cache_dir: str | None = None,
-                  fingerprint: str | None = None) -> list[Scorer | SetScorer]:
-    """One scorer per spec, in order. Weights are checked first (``MissingWeights`` lists every missing file);
-    each model is loaded once, offline (a download attempt raises ``DownloadBlocked``).
+                  fingerprint: str | None = None) -> Scorers:
+    """One scorer per spec, in order. Weights are checked first (``MissingWeights`` lists every missing file or
+    one whose content does not match the hash in its name); every weight file is then read by pirs without
+    unpickling code (:mod:`.safeload`; ``UnsafeWeights`` names a file that would need it) and handed to the
+    libraries as a state dict while each model is built once, offline (a download attempt raises
+    ``DownloadBlocked`` naming the file). The returned list's ``weights`` records every file read.
 
-    ``options``: ``crop_border`` (psnr/ssim family) and ``clip_model`` (clip-i, clip-t), see ``DEFAULT_OPTIONS``.
-    ``cache_dir`` and ``fingerprint`` (the test set's) enable the reference-feature cache of fid and clip-i.
+    ``options``: ``crop_border`` (psnr/ssim/niqe family) and ``clip_model`` (clip-i, clip-t), see
+    ``DEFAULT_OPTIONS``. ``cache_dir`` and ``fingerprint`` (the test set's) enable the reference-feature cache of
+    fid, kid and clip-i.
     """
     specs = _as_specs(specs)
     opts = resolve_options(options)
     root = check_weights(specs, weights_dir, opts)
     cache_root = _cache_root(cache_dir, fingerprint)
     from . import compat
+    from .safeload import SafeLoads
+    from .weights import required_files, weight_records
 
-    scorers: list[Scorer | SetScorer] = []
+    records = weight_records(specs, root, opts)
+    loads = SafeLoads()
+    for f, _ in required_files(specs, opts):  # refused here, before any model is built
+        path = root / f.path
+        if not path.is_file():
+            path = next(root / a for a in f.alternatives if (root / a).is_file())
+        if path.suffix.lower() in _TENSOR_FILES:
+            loads.preload(path)
+
+    scorers = Scorers()
     clips: dict[Path, ClipModel] = {}
-    with offline(root), contextlib.redirect_stdout(sys.stderr):  # pyiqa prints its loading messages
+    inception: InceptionFeatures | None = None
+    with offline(root), loads, contextlib.redirect_stdout(sys.stderr):  # pyiqa prints its loading messages
         for spec in specs:
             if spec.backend == "clip":
                 folder = root / clip_dir_rel(opts["clip_model"])
@@ -558,23 +682,50 @@ def build_scorers(specs: Sequence[MetricSpec | str], device: str = "cpu", weight
                     if cache_root is not None:
                         cache = FeatureCache(cache_root, f"clip-i-{folder.name}-{clip.stamp}")
                     scorers.append(ClipImageScorer(spec, clip, cache))
-            elif spec.name == "fid":
-                cache = None
-                if cache_root is not None:
-                    stamp = file_stamp(root / spec.weights[0])
-                    cache = FeatureCache(cache_root, f"fid-clean-{_FID_DIMS}-{stamp}")
-                scorers.append(FIDScorer(spec, device, cache))
-            elif spec.name == "ssim-ycbcr":
-                scorers.append(SsimYCbCrScorer(spec, device, opts["crop_border"]))
+            elif spec.name in ("fid", "kid"):
+                if inception is None:
+                    cache = None
+                    if cache_root is not None:
+                        stamp = file_stamp(root / spec.weights[0])
+                        cache = FeatureCache(cache_root, f"fid-clean-{_FID_DIMS}-{stamp}")
+                    inception = InceptionFeatures(device, cache)
+                scorers.append((FIDScorer if spec.name == "fid" else KIDScorer)(spec, device, shared=inception))
+            elif spec.name in ("psnr-ycbcr", "ssim-ycbcr", "psnr-rgb", "ssim-rgb"):
+                scorers.append(BasicsrYScorer(spec, device, opts["crop_border"]))
+            elif spec.name == "niqe-ycbcr":
+                scorers.append(NiqeYScorer(spec, root / spec.weights[0], device, opts["crop_border"]))
             elif spec.name in ("ssim", "ssimc"):
                 scorers.append(SsimScorer(spec, device, opts["crop_border"]))
             elif spec.backend == "pyiqa" and spec.kind in (FR, NR):
-                if spec.backend_name in _OPENAI_CLIP_METRICS:
+                if spec.backend_name.startswith(_OPENAI_CLIP_METRICS) or spec.name.startswith(registry.PYIQA_PREFIX):
                     compat.import_openai_clip()
-                timm_fix = compat.timm_without_pretrained("vit_base_patch8_224") if spec.backend_name.startswith(
-                    "maniqa") else contextlib.nullcontext()
-                with timm_fix:
-                    scorers.append(PyiqaScorer(spec, device, opts["crop_border"]))
+                with _timm_fix(spec):
+                    scorers.append(_pyiqa_scorer(spec, device, opts["crop_border"]))
             else:
                 raise ValueError(f"no scorer for metric {spec.name!r} (backend {spec.backend}, kind {spec.kind})")
+    listed = {r["path"] for r in records}
+    for path, sha in loads.files.items():  # files the libraries read beyond the listed ones (pyiqa:NAME, caches)
+        p = Path(path)
+        rel = str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+        if rel not in listed:
+            records.append({"path": rel, "sha256": sha, "metrics": [], "check": "none"})
+    scorers.weights = records
     return scorers
+
+
+def _pyiqa_scorer(spec: MetricSpec, device: str, crop_border: int) -> PyiqaScorer:
+    """A :class:`PyiqaScorer`; a ``pyiqa:NAME`` metric that fails to build says so in one line."""
+    from .safeload import UnsafeWeights
+    from .weights import DownloadBlocked
+
+    if not spec.name.startswith(registry.PYIQA_PREFIX):
+        return PyiqaScorer(spec, device, crop_border)
+    try:
+        return PyiqaScorer(spec, device, crop_border)
+    except (DownloadBlocked, UnsafeWeights):
+        raise
+    except Exception as e:  # whatever the library raises: an offline hub, a missing optional package...
+        text = " ".join(str(e).split())[:300]
+        raise ValueError(f"{spec.name}: pyiqa could not build it offline ({type(e).__name__}: {text}); its weight "
+                         "files go under the weights directory where pyiqa, torch.hub or Hugging Face cache them "
+                         "(a metric registered in pirs lists them: bench metrics)") from None

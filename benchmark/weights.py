@@ -14,9 +14,13 @@ by passing ``--weights-dir ~/.cache``.
 
 :func:`check_weights` runs before anything is built and raises :class:`MissingWeights`
 naming every missing file of every requested metric, the full path to place it at, and the
-URL it is normally downloaded from. :func:`offline` points torch, pyiqa and Hugging Face at
-the directory while models are built and turns any download attempt into an immediate
-:class:`DownloadBlocked` error instead of a hang. Nothing here imports torch at module level.
+URL it is normally downloaded from; a file whose published name carries a hash
+(``alexnet-owt-7be5be79.pth``: torch.hub's convention, a prefix of the file's SHA-256) and whose
+content does not match it is reported the same way (``PIRS_UNVERIFIED_WEIGHTS=1`` lets it through,
+recorded as such: tests use random weights under the published names). :func:`offline` points
+torch, pyiqa and Hugging Face at the directory while models are built and turns any download
+attempt into an immediate :class:`DownloadBlocked` error naming the file and where to put it,
+instead of a hang. Nothing here imports torch at module level.
 """
 
 from __future__ import annotations
@@ -80,6 +84,11 @@ CATALOG: dict[str, WeightFile] = {f.path: f for f in (
     _pyiqa("musiq_koniq_ckpt-e95806b9.pth"),
     _pyiqa("ckpt_koniq10k.pt"),
     _pyiqa("liqe_koniq.pt"),
+    _pyiqa("cfanet_fr_kadid_res50-2c4cc61d.pth"),
+    _pyiqa("cfanet_nr_koniq_res50-9a73138b.pth"),
+    _pyiqa("CLIP-IQA%2B_learned_prompts-603f3273.pth"),
+    _pyiqa("brisque_svm_weights.pth"),
+    _pyiqa("NRQM_model.mat"),
     _openai("afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762", "RN50.pt"),
     _openai("40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af", "ViT-B-32.pt"),
 )}
@@ -227,15 +236,48 @@ def missing_files(specs: Iterable[Any], weights_dir: str | os.PathLike | None = 
                   options: dict | None = None) -> list[Missing]:
     """The files of ``specs`` that are absent (or fail their published SHA-256) under the weights dir."""
     root = resolve_weights_dir(weights_dir)
+    from .safeload import name_hash, unverified_allowed
+
     out = []
     for f, metrics in required_files(specs, options):
         where = root / f.path
         present = [p for p in (where, *(root / a for a in f.alternatives)) if p.is_file()]
+        prefix = name_hash(f.path)
         if not present:
             out.append(Missing(f, where, "missing", tuple(metrics)))
         elif f.sha256 and sha256_of(present[0]) != f.sha256:
             out.append(Missing(f, where, "present but its SHA-256 differs from the published file, which makes "
                                          "pyiqa try to download it again", tuple(metrics)))
+        elif prefix and not sha256_of(present[0]).startswith(prefix) and not unverified_allowed():
+            out.append(Missing(f, where, f"present but its SHA-256 ({sha256_of(present[0])[:12]}...) does not start "
+                                         f"with {prefix}, the hash in its published name: not the published file "
+                                         "(replace it; PIRS_UNVERIFIED_WEIGHTS=1 to use it anyway, recorded in the "
+                                         "results)", tuple(metrics)))
+    return out
+
+
+def weight_records(specs: Iterable[Any], weights_dir: str | os.PathLike | None = None,
+                   options: dict | None = None) -> list[dict]:
+    """For the results: each file the metrics read, relative to the weights dir, with its SHA-256, the metrics
+    using it and how it was checked (``sha256`` published, ``name hash``, ``none``, or ``unverified``)."""
+    from .safeload import name_hash
+
+    root = resolve_weights_dir(weights_dir)
+    out = []
+    for f, metrics in required_files(specs, options):
+        present = [p for p in (root / f.path, *(root / a for a in f.alternatives)) if p.is_file()]
+        if not present:
+            continue
+        sha = sha256_of(present[0])
+        prefix = name_hash(f.path)
+        if f.sha256:
+            check = "sha256" if sha == f.sha256 else "unverified"
+        elif prefix:
+            check = "name hash" if sha.startswith(prefix) else "unverified"
+        else:
+            check = "none"
+        out.append({"path": str(present[0].relative_to(root)), "sha256": sha, "metrics": list(metrics),
+                    "check": check})
     return out
 
 
@@ -250,11 +292,25 @@ def check_weights(specs: Iterable[Any], weights_dir: str | os.PathLike | None = 
     return root
 
 
+_BLOCKED_ROOT: list[Path] = []
+
+
 def _blocked(*args: Any, **kwargs: Any) -> None:
-    target = next((a for a in args if isinstance(a, str)), kwargs.get("url", "?"))
+    strings = [a for a in args if isinstance(a, str | os.PathLike)]
+    target = str(strings[0]) if strings else str(kwargs.get("url", "?"))
+    dest = str(strings[1]) if len(strings) > 1 else ""
+    where = f" at {dest}" if dest else ""
+    rel = ""
+    if dest and _BLOCKED_ROOT:
+        try:
+            rel = str(Path(dest).resolve().relative_to(_BLOCKED_ROOT[-1]))
+        except ValueError:
+            rel = ""
+    fetch = f" (on a machine with internet access: curl -L --create-dirs -o {rel} {target}, inside the weights " \
+            "directory)" if rel else ""
     raise DownloadBlocked(
-        f"a library tried to download {target} while pirs builds metrics offline; pirs never downloads. "
-        f"Place the file in the weights directory (see `bench metrics` for the layout).")
+        f"a weight file is missing: a library tried to download {target} while pirs builds metrics offline; "
+        f"pirs never downloads. Place the file{where}{fetch}; `bench metrics` lists the layout.")
 
 
 @contextlib.contextmanager
@@ -284,6 +340,7 @@ def offline(weights_dir: str | os.PathLike | None = None) -> Iterator[Path]:
         d = getattr(mod, "__dict__", None)
         return d if isinstance(d, dict) else None
 
+    _BLOCKED_ROOT.append(root)
     try:
         for k in env_keys:
             os.environ[k] = "1"
@@ -303,6 +360,7 @@ def offline(weights_dir: str | os.PathLike | None = None) -> Iterator[Path]:
             hf_constants.HF_HUB_OFFLINE = True
         yield root
     finally:
+        _BLOCKED_ROOT.pop()
         for d, name, value in reversed(restore):
             d[name] = value
         for mod in list(sys.modules.values()):  # modules first imported while inside (pyiqa's lazy archs)

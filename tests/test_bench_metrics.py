@@ -30,8 +30,9 @@ EMPTY = "/nonexistent/pirs-weights"  # the pixel metrics need no weights at all
 # Registry
 # ---------------------------------------------------------------------------------------------
 
-REQUIRED = ["psnr", "psnry", "psnr-ycbcr", "ssim", "ssimc", "ssim-ycbcr", "lpips", "lpips-vgg", "dists", "fid",
-            "niqe", "musiq", "maniqa", "clipiqa", "liqe", "clip-i", "clip-t"]
+REQUIRED = ["psnr", "psnry", "psnr-ycbcr", "ssim", "ssimc", "ssim-ycbcr", "ms-ssim", "lpips", "lpips-vgg", "dists",
+            "fid", "kid", "niqe", "niqe-ycbcr", "musiq", "maniqa", "clipiqa", "clipiqa+", "liqe", "topiq_fr",
+            "topiq_nr", "brisque", "pi", "clip-i", "clip-t"]
 
 
 def test_registry_has_every_required_metric_with_its_metadata():
@@ -44,7 +45,13 @@ def test_registry_has_every_required_metric_with_its_metadata():
         clip_paths = {f.path for f in clip_files("ViT-L/14", text=True)}
         assert all(w in CATALOG or w in clip_paths for w in spec.weights), name
     assert registry.get("fid").kind == SET and registry.get("clip-t").kind == TEXT
-    assert not any(registry.get(n).weights for n in REQUIRED[:6])  # pixel metrics need no files
+    assert not any(registry.get(n).weights for n in REQUIRED[:7])  # pixel metrics need no files
+    roles = {n: registry.get(n).role for n in REQUIRED}
+    assert {n for n, r in roles.items() if r == registry.FIDELITY} == set(REQUIRED[:7])
+    assert roles["lpips"] == roles["fid"] == roles["niqe"] == registry.PERCEPTUAL
+    assert roles["clip-i"] == registry.SEMANTIC
+    for name in REQUIRED:  # every metric names the implementation it equals
+        assert registry.get(name).reference, name
 
 
 def test_pyiqa_entries_keep_pyiqa_names_and_directions():
@@ -57,6 +64,10 @@ def test_pyiqa_entries_keep_pyiqa_names_and_directions():
             assert (spec.kind == FR) == (cfg["metric_mode"] == "FR"), spec.name
             if spec.name in DEFAULT_CONFIGS:
                 assert spec.backend_name == spec.name  # same name, same meaning
+    for name in ("topiq_nr", "pyiqa:nima", "pyiqa:topiq_nr-flive", "pyiqa:CLIPIQA+_vitL14_512"):
+        spec = registry.get(name)
+        cfg = DEFAULT_CONFIGS[spec.backend_name]
+        assert spec.lower_better == cfg.get("lower_better", False) and (spec.kind == FR) == (cfg["metric_mode"] == "FR")
     assert registry.get("ssim").convention["color_space"] == "YIQ luma"
     assert registry.get("psnr").convention["color_space"] == "RGB"
     assert "0.299 R + 0.587 G + 0.114 B" in registry.get("psnry").convention["y_formula"]
@@ -184,12 +195,14 @@ def test_crop_border_drops_the_border_before_scoring(noisy_pair):
             to_tensor(pred), to_tensor(ref))
 
 
-def test_identical_images_give_80_db_and_ssim_one(noisy_pair):
+def test_identical_images_give_80_db_in_pyiqa_inf_in_basicsr_and_ssim_one(noisy_pair):
     _, ref = noisy_pair
     ours = scores(FAMILY, ref, ref)
-    for name in ("psnr", "psnry", "psnr-ycbcr"):
-        assert ours[name] == pytest.approx(80.0, abs=1e-9)  # 10 log10(1 / 1e-8): capped, never inf
+    for name in ("psnr", "psnry"):
+        assert ours[name] == pytest.approx(80.0, abs=1e-9)  # pyiqa: 10 log10(1 / 1e-8), capped
         assert "80 dB" in registry.get(name).convention["identical_images"]
+    assert ours["psnr-ycbcr"] == math.inf  # BasicSR: no eps under the MSE
+    assert "inf" in registry.get("psnr-ycbcr").convention["identical_images"]
     for name in ("ssim", "ssimc", "ssim-ycbcr"):
         assert ours[name] == pytest.approx(1.0, abs=1e-12)
 
@@ -335,18 +348,63 @@ def test_clip_i_and_clip_t_with_a_tiny_random_clip(tiny_clip, tmp_path):
     assert again.cache.hits == 2 and again.cache.misses == 0
 
 
-@pytest.mark.parametrize("name", ["ssim", "ssimc", "ssim-ycbcr"])
+@pytest.mark.parametrize("name", ["ssim", "ssimc"])
 def test_separable_ssim_equals_pyiqa(name):
-    """The separable window gives pyiqa's own SSIM (its 11x11 conv) to 1e-6: pyiqa rounds its window to float32."""
+    """The separable window gives pyiqa's own SSIM (its 11x11 conv) to 1e-6: pyiqa rounds its window to float32.
+    (ssim-ycbcr is BasicSR's: tests/test_bench_calibration.py.)"""
     import pyiqa
-    from pyiqa.archs.ssim_arch import ssim as pyiqa_ssim
-    from pyiqa.utils.color_util import rgb2ycbcr
 
     x, y = photos_batch(3, 0, size=48), photos_batch(3, 7, size=48)
     (ours,) = build_scorers([name])
     got = ours.score(x, y)
-    if name == "ssim-ycbcr":
-        want = pyiqa_ssim(rgb2ycbcr(x.double())[:, :1] * 255, rgb2ycbcr(y.double())[:, :1] * 255, data_range=255.0)
-    else:
-        want = pyiqa.create_metric(name, device="cpu")(x, y)
-    assert torch.allclose(got, want.double().cpu(), atol=1e-6, rtol=0)
+    want = pyiqa.create_metric(name, device="cpu")(x, y)
+    assert torch.allclose(got, want.double().cpu(), atol=registry.get(name).tolerance, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# KID and pyiqa:NAME
+# ---------------------------------------------------------------------------------------------
+
+
+def test_kid_is_the_unbiased_cubic_kernel_mmd_and_shares_fid_features(random_weights):
+    from pirs.benchmark.scorers import KIDScorer, kernel_inception_distance
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(12, 8)), rng.normal(0.5, 1.0, size=(10, 8))
+
+    def k(x, y):
+        return (x @ y.T / 8 + 1) ** 3
+
+    m = 10  # every subset of the smaller set is the whole set: the closed form, whatever the seed
+    kxx, kyy, kxy = k(a[:m], a[:m]), k(b, b), k(a[:m], b)
+    closed = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean()
+    assert kernel_inception_distance(b, b[::-1], subsets=3) == pytest.approx(
+        2 * (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kyy.mean())
+    assert kernel_inception_distance(a[:m], b, subsets=5, seed=3) == pytest.approx(closed)
+    fid, kid = build_scorers(["fid", "kid"], weights_dir=str(random_weights))
+    assert isinstance(kid, KIDScorer) and kid.inception is fid.inception
+    preds, refs = photos_batch(3, 0), photos_batch(3, 20)
+    for s in (fid, kid):
+        s.update(preds, refs)
+    assert len(fid.inception.pred_feats) == 1  # one batch, computed once for both
+    assert np.isfinite(kid.compute()) and fid.compute() > 0
+
+
+def test_any_pyiqa_metric_by_name(tmp_path):
+    import pyiqa
+
+    from pirs.benchmark.weights import DownloadBlocked
+
+    x, y = photos_batch(2, 0), photos_batch(2, 5)
+    (ours,) = build_scorers(["pyiqa:psnr"], weights_dir=str(tmp_path))
+    assert torch.allclose(ours.score(x, y), pyiqa.create_metric("psnr", device="cpu")(x, y).double())
+    assert conventions(["pyiqa:psnr"])["pyiqa:psnr"]["implementation"].startswith("pyiqa ")
+    with pytest.raises(DownloadBlocked) as info:  # the offline message names the file and where it goes
+        build_scorers(["pyiqa:cnniqa"], weights_dir=str(tmp_path / "w"))
+    text = str(info.value)
+    assert "\n" not in text and str(tmp_path / "w" / "torch/hub/pyiqa/CNNIQA_koniq10k-e6f14c91.pth") in text
+    assert "curl -L --create-dirs -o torch/hub/pyiqa/CNNIQA_koniq10k-e6f14c91.pth https://" in text
+    with pytest.raises(KeyError, match="Did you mean 'pyiqa:topiq_nr'"):
+        registry.get("pyiqa:topiq_nx")
+    with pytest.raises(KeyError, match="use clip-t"):
+        registry.get("pyiqa:clipscore")

@@ -130,17 +130,30 @@ def test_weights_dir_comes_from_the_flag_then_the_environment_then_the_default(t
 
 def test_catalog_matches_the_urls_in_pyiqa_and_torchvision():
     import torchvision
-    from pyiqa.archs import dists_arch, inception, lpips_arch, maniqa_arch, musiq_arch, niqe_arch
+    from pyiqa.archs import (
+        brisque_arch,
+        dists_arch,
+        inception,
+        lpips_arch,
+        maniqa_arch,
+        musiq_arch,
+        niqe_arch,
+        nrqm_arch,
+        topiq_arch,
+    )
 
     from pirs.benchmark.compat import import_openai_clip
 
     import_openai_clip()  # clipiqa_arch and liqe_arch import openai-clip
-    from pyiqa.archs import clip_model, liqe_arch
+    from pyiqa.archs import clip_model, clipiqa_arch, liqe_arch
 
     theirs = [lpips_arch.default_model_urls["0.1_alex"], lpips_arch.default_model_urls["0.1_vgg"],
               dists_arch.default_model_urls["url"], inception.FID_WEIGHTS_URL, niqe_arch.default_model_urls["url"],
               musiq_arch.default_model_urls["koniq10k"], maniqa_arch.default_model_urls["koniq"],
               liqe_arch.default_model_urls["koniq"], clip_model._MODELS["RN50"], clip_model._MODELS["ViT-B/32"],
+              topiq_arch.default_model_urls["cfanet_fr_kadid_res50"],
+              topiq_arch.default_model_urls["cfanet_nr_koniq_res50"], clipiqa_arch.default_model_urls["clipiqa+"],
+              brisque_arch.default_model_urls["url"], nrqm_arch.default_model_urls["url"],
               torchvision.models.AlexNet_Weights.IMAGENET1K_V1.url, torchvision.models.VGG16_Weights.IMAGENET1K_V1.url]
     assert sorted(f.url for f in CATALOG.values()) == sorted(theirs)
     for f in CATALOG.values():  # the file name each library caches it under
