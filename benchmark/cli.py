@@ -53,6 +53,9 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--allow-missing", action="store_true",
                    help="score the usable pairs despite pairing problems; what was left out is recorded")
     p.add_argument("--workers", type=int, default=None, help="image decoding threads (default: up to 4)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="resamples of each mean's 95%% bootstrap interval (default 1000; 0: no intervals)")
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed (default 0; recorded)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     from pirs.degrade.executors import add_executor_args
     from pirs.degrade.fs import add_storage_args
@@ -70,13 +73,19 @@ def _metrics_parser(sub) -> None:
 
 
 def _compare_parser(sub) -> None:
-    p = sub.add_parser("compare", help="compare two results files metric by metric",
+    p = sub.add_parser("compare", help="compare two results files metric by metric, paired per image",
                        description="Print, per metric, the value in A and in B, the difference B - A and which is "
-                                   "better given the metric's direction. Refuses results of different test sets "
-                                   "unless --force.")
+                                   "better given the metric's direction; with the per-image files the two results "
+                                   "name, also the paired statistics over the images both scored: the 95%% "
+                                   "paired-bootstrap interval of the mean difference, the two-sided Wilcoxon "
+                                   "signed-rank p-value and the share of images where B is better. Refuses results "
+                                   "of different test sets unless --force.")
     p.add_argument("a", help="results JSON A")
     p.add_argument("b", help="results JSON B")
     p.add_argument("--force", action="store_true", help="compare even if the test sets differ")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="resamples of the paired bootstrap (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="the paired bootstrap's seed (default 0)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
 
 
@@ -119,10 +128,18 @@ def _baseline_parser(sub) -> None:
 
 
 def _validate_parser(sub) -> None:
-    p = sub.add_parser("validate", help="check results files against the results schema",
-                       description="Check that results JSON files follow the results schema; name the file and "
-                                   "field of the first problem of each.")
+    p = sub.add_parser("validate", help="check results files: schema, then everything re-derivable",
+                       description="Check that results JSON files follow the results schema, then re-derive what "
+                                   "their own files allow: the count, every per-image metric's count, mean, "
+                                   "standard deviation and interval, and the breakdowns from the per-image file "
+                                   "named; the test set's and the predictions' fingerprints and each weight file's "
+                                   "SHA-256 from the paths named, where they exist here. Names the file and field "
+                                   "of the first mismatch and exits 2.")
     p.add_argument("files", nargs="+", help="results JSON files")
+    p.add_argument("--schema-only", action="store_true", help="check the schema only, re-derive nothing")
+    p.add_argument("--no-files", action="store_true",
+                   help="re-derive from the per-image file only (do not re-fingerprint the test set, predictions "
+                        "and weights)")
 
 
 def _fail(cmd: str, e: BaseException) -> int:
@@ -164,7 +181,8 @@ def cmd_evaluate(a) -> int:
                      cache_dir=None if a.no_cache else a.cache_dir or default_cache_dir(), clip_model=a.clip_model,
                      allow_missing=a.allow_missing, crop_border=a.crop_border, per_image=a.per_image,
                      progress=not a.quiet, workers=a.workers, executor=a.executor, ray_address=a.ray_address,
-                     gpus_per_worker=a.gpus_per_worker, max_retries=a.max_retries, storage_options=opts or None)
+                     gpus_per_worker=a.gpus_per_worker, max_retries=a.max_retries, storage_options=opts or None,
+                     bootstrap=a.bootstrap, seed=a.seed)
     try:
         with _one_writer(a.out, "bench evaluate", file=True):
             s = evaluate(cfg)
@@ -185,7 +203,9 @@ def cmd_evaluate(a) -> int:
     for name, m in s["metrics"].items():
         v = m["value"]
         shown = f"{v:.4f}" if isinstance(v, float | int) else v
-        print(f"  {name:<{width}}  {shown:>12}  ({m['direction']} is better)")
+        ci = m.get("ci95")
+        interval = f"  95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" if ci else ""
+        print(f"  {name:<{width}}  {shown:>12}{interval}  ({m['direction']} is better)")
     print(f"results   {a.out}")
     if s["per_image"]:
         print(f"per image {s['per_image']} (beside the results)")
@@ -212,8 +232,9 @@ def cmd_metrics(a) -> int:
     specs = [registry.REGISTRY[n] for n in sorted(registry.REGISTRY)]
     if a.json:
         print(json.dumps([{"name": s.name, "direction": s.direction, "lower_better": s.lower_better,
-                           "kind": s.kind, "backend": s.backend, "convention": s.convention,
-                           "input_rules": s.input_rules, "weights": list(s.weights), "description": s.description}
+                           "kind": s.kind, "role": s.role, "backend": s.backend, "convention": s.convention,
+                           "input_rules": s.input_rules, "options": list(s.options), "weights": list(s.weights),
+                           "reference": s.reference, "tolerance": s.tolerance, "description": s.description}
                           for s in specs], indent=2, default=str))
         return 0
     if not specs:
@@ -228,8 +249,24 @@ def cmd_metrics(a) -> int:
         if j == 0:
             print("  ".join("-" * w for w in widths) + "  " + "-" * len(head[-1]))
     print("\nweight files are relative to the weights directory (--weights-dir, else $PIRS_WEIGHTS_DIR, else "
-          "~/.cache/pirs/weights); nothing is downloaded. Full conventions: bench metrics --json")
+          "~/.cache/pirs/weights); nothing is downloaded. Full conventions, the reference each metric equals and "
+          "its tolerance: bench metrics --json. Any other pyiqa metric: pyiqa:NAME (e.g. pyiqa:nima).")
     return 0
+
+
+def _per_image(path: str, d: dict, notes: list[str]):
+    """The per-image table a results file names, or None with a note saying why."""
+    from .results import per_image_path, read_table
+
+    p = per_image_path(path, d)
+    if p is None:
+        notes.append(f"{path} names no per-image file")
+        return None
+    try:
+        return read_table(p)
+    except (OSError, ValueError) as e:
+        notes.append(f"the per-image file of {path} ({p}) cannot be read: {' '.join(str(e).split())[:200]}")
+        return None
 
 
 def cmd_compare(a) -> int:
@@ -239,16 +276,20 @@ def cmd_compare(a) -> int:
         ra, rb = validate_results(a.a), validate_results(a.b)
     except ResultsError as e:
         return _fail("compare", e)
+    if a.bootstrap < 1:
+        return _fail("compare", ValueError(f"--bootstrap must be at least 1, got {a.bootstrap}"))
     if ra["test_set"]["fingerprint"] != rb["test_set"]["fingerprint"] and not a.force:
         print(f"bench compare: error: {a.a} scores test set {ra['test_set']['name']} "
               f"({ra['test_set']['fingerprint'][:12]}...) but {a.b} scores {rb['test_set']['name']} "
               f"({rb['test_set']['fingerprint'][:12]}...); the numbers are not comparable (--force to compare "
               "anyway)", file=sys.stderr)
         return 2
+    notes: list[str] = []
+    tables = (_per_image(a.a, ra, notes), _per_image(a.b, rb, notes))
     if a.json:
-        print(json.dumps(compare(ra, rb), indent=2, allow_nan=True))
+        print(json.dumps(compare(ra, rb, tables, a.bootstrap, a.seed), indent=2, allow_nan=True))
     else:
-        print(format_compare(ra, rb, a.a, a.b))
+        print(format_compare(ra, rb, a.a, a.b, tables, a.bootstrap, a.seed, notes))
     return 0
 
 
@@ -297,13 +338,15 @@ def cmd_baseline(a) -> int:
 
 
 def cmd_validate(a) -> int:
-    from .results import ResultsError, validate_results
+    from .results import ResultsError, rederive, validate_results
 
     bad = 0
     for f in a.files:
         try:
-            validate_results(f)
-            print(f"{f}: ok")
+            d = validate_results(f)
+            notes = [] if a.schema_only else rederive(f, d, check_files=not a.no_files)
+            what = "schema" if a.schema_only else "schema and re-derived values"
+            print(f"{f}: ok ({what})" + "".join(f"\n  not checked: {n}" for n in notes))
         except ResultsError as e:
             print(f"bench validate: error: {e}", file=sys.stderr)
             bad += 1
@@ -342,7 +385,32 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(a.command, e)
     from pirs.degrade.fs import run_cli
 
-    return run_cli(f"bench {a.command}", COMMANDS[a.command], a)
+    return run_cli(f"bench {a.command}", quiet_pipe(COMMANDS[a.command]), a)
+
+
+def quiet_pipe(handler):
+    """``handler`` ending quietly when the reader of its output goes away (``bench compare a b | head -1``).
+
+    A closed pipe is not an error: the rest of the output is dropped (stdout is pointed at the null device, so
+    that Python's final flush does not complain either) and the exit status is 0.
+    """
+    import os
+
+    def run(a) -> int:
+        try:
+            code = handler(a)
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):  # stdout without a descriptor (captured): nothing to flush later
+                pass
+            return 0
+
+    return run
 
 
 if __name__ == "__main__":

@@ -60,6 +60,8 @@ class EvalConfig:
     gpus_per_worker: float = 0.0
     max_retries: int = 2
     storage_options: dict | None = None  # fsspec options for a URL --reference; never written out
+    bootstrap: int = 1000  # resamples of the 95% interval of each mean (0: no interval)
+    seed: int = 0  # the bootstrap's generator seed (recorded)
 
 
 def check_device(device: str) -> str:
@@ -210,6 +212,8 @@ def _prepare(cfg: EvalConfig):
     check_device(cfg.device)
     if cfg.crop_border < 0:
         raise ValueError(f"--crop-border must be 0 or more, got {cfg.crop_border}")
+    if cfg.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be 0 (no intervals) or more resamples, got {cfg.bootstrap}")
     out = Path(cfg.out)
     if out.suffix != ".json":
         raise ValueError(f"--out {cfg.out}: the summary is a .json file")
@@ -336,7 +340,9 @@ def _score(cfg: EvalConfig, specs, options: dict, out: Path, table_path: Path, t
                 "cache_dir": str(Path(cfg.cache_dir).expanduser().resolve()) if cfg.cache_dir else None}
     summary = results.summarize(method=method, pairing=pairing, specs=specs, table=table, set_values=set_values,
                                 conventions=convs, settings=settings, allow_missing=cfg.allow_missing,
-                                seconds=time.perf_counter() - t0, per_image_file=_relative(table_path, out.parent))
+                                seconds=time.perf_counter() - t0, per_image_file=_relative(table_path, out.parent),
+                                statistics=results.statistics_settings(cfg.bootstrap, cfg.seed),
+                                weights=getattr(scorers, "weights", []))
     return {"summary": summary, "table": table}
 
 

@@ -73,10 +73,10 @@ def test_baseline_evaluate_compare_end_to_end(tmp_path, ref):
     assert r.returncode == 0, r.stderr
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines() if line.startswith(("psnr", "ssim"))}
     assert set(rows) == {"psnr", "ssim"}
-    for cells in rows.values():  # metric, direction, a, b, b - a, better
+    for cells in rows.values():  # metric, direction, a, b, b - a, [CI low, high], p, b wins, better
         a, b, diff = map(float, cells[2:5])
         assert diff == pytest.approx(b - a, abs=2e-4) and cells[1] == "higher"
-        assert cells[5] == ("b" if b > a else "a" if a > b else "=")
+        assert cells[-1] == ("b" if b > a else "a" if a > b else "=")
     r = bench("compare", tmp_path / "results" / "identity.json", tmp_path / "results" / "bicubic.json", "--json")
     assert {row["metric"] for row in json.loads(r.stdout)} == {"psnr", "ssim"}
 

@@ -99,7 +99,8 @@ def test_restore_definitions():
 
 
 def test_identity_on_a_reference_whose_lq_is_its_hq_gives_80_db(tmp_path, noop):
-    """pyiqa's PSNR is capped, not infinite: 10 log10(1 / (0 + 1e-8)) = 80 dB; SSIM is 1."""
+    """pyiqa's PSNR is capped, not infinite: 10 log10(1 / (0 + 1e-8)) = 80 dB; BasicSR's (psnr-ycbcr) is inf, and
+    so is its mean (written as "inf", without an interval); SSIM is 1."""
     write_baseline("identity", noop, tmp_path / "pred", progress=False)
     recs = records(noop)
     for k, (_, m) in recs.items():
@@ -107,7 +108,8 @@ def test_identity_on_a_reference_whose_lq_is_its_hq_gives_80_db(tmp_path, noop):
         assert np.array_equal(decode_png((tmp_path / "pred" / f"{k}.png").read_bytes()), decode_png(m["hq.png"]))
     s = run_eval(tmp_path / "pred", noop, tmp_path / "r.json", "psnr,psnr-ycbcr,ssim")
     assert s["metrics"]["psnr"]["value"] == pytest.approx(80.0)
-    assert s["metrics"]["psnr-ycbcr"]["value"] == pytest.approx(80.0)
+    assert s["metrics"]["psnr-ycbcr"]["value"] == "inf" and s["metrics"]["psnr-ycbcr"]["ci95"] is None
+    assert s["metrics"]["psnr"]["ci95"] == pytest.approx([80.0, 80.0])
     assert s["metrics"]["ssim"]["value"] == pytest.approx(1.0)
     table = read_table(tmp_path / "r.csv")
     assert np.allclose(table["psnr"], 80.0) and "80 dB" in s["conventions"]["psnr"]["identical_images"]
