@@ -6,6 +6,8 @@ filled, resumably; :mod:`.serve` serves a local model over the OpenAI protocol. 
 nothing heavy (torch, transformers, openai) is loaded until a model backend is asked for.
 """
 
+import logging as _logging
+
 from .backend import (
            BUILTIN_INSTRUCTIONS,
            XPSR_INSTRUCTIONS,
@@ -23,3 +25,5 @@ from .template import TemplateBackend, describe_ops, low_level_caption
 __all__ = ["BUILTIN_INSTRUCTIONS", "XPSR_INSTRUCTIONS", "Backend", "BackendUnavailable", "CaptionConfig",
            "CaptionError", "CaptionResult", "Instruction", "InstructionError", "Item", "RunError", "SourceBackend",
            "TemplateBackend", "describe_ops", "load_instructions", "low_level_caption", "run"]
+
+_logging.getLogger("bitsandbytes").setLevel(_logging.ERROR)  # its CPU backend warns at import

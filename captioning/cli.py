@@ -169,8 +169,8 @@ def cmd_instructions(a) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``caption`` command."""
+def make_parser() -> argparse.ArgumentParser:
+    """The ``caption`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="caption", description="pirs caption: high- and low-level captions (XPSR, SPIRE) written into pirs "
                                     "shards, by a vision-language model (transformers, or served by vLLM, SGLang, "
@@ -182,6 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     _serve_parser(sub)
     ins = sub.add_parser("instructions", help="list the named instructions (built in, and those of a file)")
     ins.add_argument("--instructions-file", default=None, help="YAML adding instructions")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``caption`` command."""
+    parser = make_parser()
     a = parser.parse_args(argv)
     from pirs.degrade.fs import run_cli
 
