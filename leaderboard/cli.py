@@ -204,12 +204,13 @@ def cmd_render(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from pirs.benchmark.cli import quiet_pipe  # a closed pipe (leaderboard reproduce --list | head) ends quietly
     from pirs.degrade.fs import run_cli
 
     if args.command == "render":
-        return run_cli("leaderboard render", cmd_render, args)
+        return run_cli("leaderboard render", quiet_pipe(cmd_render), args)
     if args.command == "reproduce":
-        return run_cli("leaderboard reproduce", cmd_reproduce, args)
+        return run_cli("leaderboard reproduce", quiet_pipe(cmd_reproduce), args)
     parser.print_help(sys.stderr)
     return 2
 

@@ -5,10 +5,13 @@ through :func:`esc` (``html.escape`` with quotes), and the page's one script and
 sheet are fixed text: a Content-Security-Policy allows exactly those two (by their SHA-256)
 and nothing else, so even a string that escaped escaping could not run.
 
-Sorting (:data:`SCRIPT`): clicking a column header sorts the table by it, best first
-(descending for higher-is-better metrics, ascending otherwise and for text); clicking again
-reverses. Missing values stay last. The URL hash drives the same code, so a page can be
-opened sorted and a headless browser can test it:
+The leaderboard table has one ``<tbody>`` per evaluation protocol, headed by a row naming it
+(``tr.group``); bold (``td.best``) marks the best value of a column within its group only.
+
+Sorting (:data:`SCRIPT`): clicking a column header sorts the rows of every group by it, best
+first (descending for higher-is-better metrics, ascending otherwise and for text); clicking
+again reverses. Rows never leave their group; missing values stay last. The URL hash drives
+the same code, so a page can be opened sorted and a headless browser can test it:
 
 ``#sort=COLUMN`` or ``#sort=COLUMN:asc|desc``
     sort the leaderboard table by the column whose ``data-col`` is ``COLUMN`` (``method``,
@@ -45,20 +48,20 @@ SCRIPT = r"""
   function sortTable(table, th, dir) {
     var ths = Array.prototype.slice.call(table.tHead.rows[0].cells);
     var i = ths.indexOf(th), type = th.getAttribute("data-type") || "text";
-    var body = table.tBodies[0];
-    var items = Array.prototype.slice.call(body.rows).map(function (r, n) {
-      return {r: r, n: n, v: key(r, i, type)};
+    Array.prototype.forEach.call(table.tBodies, function (body) {
+      var rows = Array.prototype.filter.call(body.rows, function (r) { return !r.classList.contains("group"); });
+      var items = rows.map(function (r, n) { return {r: r, n: n, v: key(r, i, type)}; });
+      items.sort(function (a, b) {
+        var am = missing(a.v, type), bm = missing(b.v, type);
+        if (am !== bm) return am ? 1 : -1;
+        if (!am) {
+          var c = type === "num" ? a.v - b.v : (a.v < b.v ? -1 : (a.v > b.v ? 1 : 0));
+          if (c !== 0) return dir === "desc" ? -c : c;
+        }
+        return a.n - b.n;
+      });
+      items.forEach(function (it) { body.appendChild(it.r); });
     });
-    items.sort(function (a, b) {
-      var am = missing(a.v, type), bm = missing(b.v, type);
-      if (am !== bm) return am ? 1 : -1;
-      if (!am) {
-        var c = type === "num" ? a.v - b.v : (a.v < b.v ? -1 : (a.v > b.v ? 1 : 0));
-        if (c !== 0) return dir === "desc" ? -c : c;
-      }
-      return a.n - b.n;
-    });
-    items.forEach(function (it) { body.appendChild(it.r); });
     ths.forEach(function (h) { h.removeAttribute("aria-sort"); });
     th.setAttribute("aria-sort", dir === "asc" ? "ascending" : "descending");
     table.setAttribute("data-sort", th.getAttribute("data-col") + ":" + dir);
@@ -122,6 +125,7 @@ th[aria-sort=descending] button::after { content: " \\25BC"; font-size: .7em; }
 th.split { background: #fff4e5; }
 td.best { font-weight: 700; }
 tr.ours { background: #eaf4ff; }
+tr.group th { background: #f3f3f3; text-align: left; font-weight: 600; font-size: .85rem; color: #333; }
 .badge { display: inline-block; font-size: .7rem; background: #1f6feb; color: #fff; border-radius: .3rem;
          padding: 0 .35rem; margin-left: .35rem; vertical-align: middle; }
 .notes { background: #fff8e6; border-left: 4px solid #f0a500; padding: .4rem 1rem; margin: 1rem 0; }
@@ -191,31 +195,22 @@ def test_set_page(page: Page) -> str:
         out.append(f'<th class="{cls}" data-col="{esc(c.id)}" data-type="num" data-better="{esc(c.direction)}" '
                    f'title="{esc(c.direction)} is better; conventions: {esc(conv)}">'
                    f'<button type="button">{esc(c.label)} {c.arrow}</button></th>')
-    out.append("</tr></thead>\n<tbody>\n")
-    for r in page.rows:
-        title = f"{r.results_file} (test-set fingerprint {r.fingerprint})" if r.ours else r.method_label
-        cls = ' class="ours"' if r.ours else ""
-        out.append(f'<tr{cls} data-row="{esc(r.id)}">')
-        badge = '<span class="badge">pirs</span>' if r.ours else ""
-        out.append(f'<td data-v="{esc(r.method)}" title="{esc(title)}">{esc(r.method)}{badge}</td>')
-        out.append(f"<td>{esc(r.source)}</td>")
-        if page.has_prompts:
-            out.append(f"<td>{esc(r.prompts)}</td>")
-        for c in page.cols:
-            cell = r.cells.get(c.id)
-            if cell is None:
-                out.append('<td class="num" data-v="">–</td>')
-                continue
-            value, text = cell
-            best = r.id in page.best.get(c.id, ())
-            cls = "num best" if best else "num"
-            shown = "–" if text == "" else text
-            out.append(f'<td class="{cls}" data-v="{esc(_num(value))}">{esc(shown)}</td>')
-        out.append("</tr>\n")
-    out.append("</tbody>\n</table>\n")
-    out.append('<p class="muted">Click a column header to sort (best first; click again to reverse). Bold: the best '
-               'value of the column. Blue rows with the <span class="badge">pirs</span> mark: our results. '
-               "↑ higher is better, ↓ lower is better; – not reported. Hover a header for its conventions.</p>\n")
+    out.append("</tr></thead>\n")
+    width = 2 + page.has_prompts + len(page.cols)
+    for protocol, rows in page.groups:
+        out.append(f'<tbody data-protocol="{esc(protocol)}">\n<tr class="group"><th colspan="{width}" '
+                   f'scope="rowgroup">{esc(protocol)}</th></tr>\n')
+        for r in rows:
+            out.append(_row(page, r))
+        out.append("</tbody>\n")
+    out.append("</table>\n")
+    out.append('<p class="muted">Rows are grouped by evaluation protocol (a paper table\'s setting, or the test-set '
+               "build our results were scored on) and ordered by the first metric. Click a column header to sort "
+               "within every group (best first; click again to reverse). Bold: the best value of the column within "
+               'its group. Blue rows with the <span class="badge">pirs</span> mark: our results, ± half the width of '
+               "the 95% bootstrap interval of the mean over images (hover a value for the interval and the standard "
+               "deviation). ↑ higher is better, ↓ lower is better; – not reported. Hover a header for its "
+               "conventions.</p>\n")
 
     out.append("<h2>Perception–distortion</h2>\n")
     if page.plot_file:
@@ -268,6 +263,35 @@ def test_set_page(page: Page) -> str:
     return "".join(out)
 
 
+def _row(page: Page, r) -> str:
+    """One ``<tr>`` of the leaderboard table."""
+    title = f"{r.results_file} (test-set fingerprint {r.fingerprint})" if r.ours else r.method_label
+    cls = ' class="ours"' if r.ours else ""
+    out = [f'<tr{cls} data-row="{esc(r.id)}">']
+    badge = '<span class="badge">pirs</span>' if r.ours else ""
+    out.append(f'<td data-v="{esc(r.method)}" title="{esc(title)}">{esc(r.method)}{badge}</td>')
+    out.append(f"<td>{esc(r.source)}</td>")
+    if page.has_prompts:
+        out.append(f"<td>{esc(r.prompts)}</td>")
+    for c in page.cols:
+        cell = r.cells.get(c.id)
+        if cell is None:
+            out.append('<td class="num" data-v="">–</td>')
+            continue
+        value, text = cell
+        cls = "num best" if r.id in page.best.get(c.id, ()) else "num"
+        shown = "–" if text == "" else text
+        spread = r.spread.get(c.id)
+        hover = ""
+        if spread:
+            low, high, std = spread
+            hover = (f' title="95% bootstrap interval [{low:.6g}, {high:.6g}]'
+                     + (f', standard deviation {std:.6g}' if math.isfinite(std) else "") + '"')
+        out.append(f'<td class="{cls}" data-v="{esc(_num(value))}"{hover}>{esc(shown)}</td>')
+    out.append("</tr>\n")
+    return "".join(out)
+
+
 def index_page(pages: list[Page], notes: list[str]) -> str:
     """The index: one line per test set, with links."""
     out = [_head("pirs leaderboard")]
@@ -305,6 +329,13 @@ def fmt_value(v: float) -> str:
     if v is None or not math.isfinite(v):
         return "" if v is None or math.isnan(v) else str(v)
     return f"{v:.2f}" if abs(v) >= 10 else f"{v:.4f}"
+
+
+def fmt_pm(value: float, half: float) -> str:
+    """`` ± half`` with as many decimals as :func:`fmt_value` gives ``value``."""
+    if half is None or not math.isfinite(half) or value is None or not math.isfinite(value):
+        return ""
+    return f" ± {half:.2f}" if abs(value) >= 10 else f" ± {half:.4f}"
 
 
 def fmt_diff(v: float, like: str = "") -> str:

@@ -26,11 +26,23 @@ number, with the columns of :data:`LONG_COLUMNS`:
 ``fingerprint``
     our rows: the test set's fingerprint (``content_sha256`` of its shards); empty for papers.
 ``row``
-    which line of the leaderboard the number belongs to (one per paper row, prompt setting
-    included, and one per results file).
+    which line of the leaderboard the number belongs to: one per paper row (prompt setting
+    included) and one per (method, test-set fingerprint, conventions) of ours, several results
+    files of one method under the same conventions merged into one row (``merged`` says so).
+``protocol``
+    the evaluation protocol the number was produced under: a paper table's setting
+    (``DPIR, Main Results (4× Super-Resolution): DIV2K-Val Dataset``), or for our rows the test
+    set's fingerprint. Rows of different protocols are never ranked against each other: a
+    test set's page groups its rows by protocol and marks the best value within each group
+    (two papers' "DIV2K-Val" are not the same images, crops or metric settings, see
+    ``papers/provenance.yaml``).
+``std``, ``ci_low``, ``ci_high``
+    our rows: the metric's sample standard deviation over the images and its 95% bootstrap
+    interval, from the results file (NaN where it has none, and for paper rows).
 
 and ``setting``, ``prompts``, ``method_label``, ``metric_label``, ``table``, ``results_file``,
-``test_set_name`` (our test set's own name, before aliasing), ``predictions_fingerprint``.
+``test_set_name`` (our test set's own name, before aliasing), ``predictions_fingerprint``,
+``merged`` (for a merged row of ours: which results files it stands for and how they differ).
 
 Test sets and methods are matched after :func:`normalize` (case-insensitive, only letters and
 digits kept), so ``DIV2K-Val`` is ``div2k-val`` and ``Real-ESRGAN`` is ``realesrgan``. A standard
@@ -56,7 +68,7 @@ if TYPE_CHECKING:
 LONG_COLUMNS = (
     "test_set", "method", "source", "metric", "value", "value_text", "direction", "conventions", "conventions_id",
     "fingerprint", "row", "setting", "prompts", "method_label", "metric_label", "table", "results_file",
-    "test_set_name", "predictions_fingerprint",
+    "test_set_name", "predictions_fingerprint", "protocol", "std", "ci_low", "ci_high", "merged",
 )
 
 #: ``source`` of our rows.
@@ -71,17 +83,20 @@ SUMMARY_KEYS = ("backend", "color_space", "crop_border", "variant", "version", "
 
 #: Display names of the registry's metrics (the papers' own headers win where a paper has the metric).
 METRIC_LABELS = {
-    "psnr": "PSNR", "psnry": "PSNR (YIQ Y)", "psnr-ycbcr": "PSNR (YCbCr Y)", "ssim": "SSIM", "ssimc": "SSIM (RGB)",
-    "ssim-ycbcr": "SSIM (YCbCr Y)", "lpips": "LPIPS", "lpips-vgg": "LPIPS (VGG)", "dists": "DISTS", "fid": "FID",
-    "niqe": "NIQE", "musiq": "MUSIQ", "maniqa": "MANIQA", "clipiqa": "CLIPIQA", "liqe": "LIQE", "clip-i": "CLIP-I",
-    "clip-t": "CLIP-T",
+    "psnr": "PSNR", "psnry": "PSNR (YIQ Y)", "psnr-ycbcr": "PSNR (YCbCr Y)", "psnr-rgb": "PSNR (RGB, BasicSR)",
+    "ssim": "SSIM", "ssimc": "SSIM (RGB)", "ssim-ycbcr": "SSIM (YCbCr Y)", "ssim-rgb": "SSIM (RGB, BasicSR)",
+    "ms-ssim": "MS-SSIM", "lpips": "LPIPS", "lpips-vgg": "LPIPS (VGG)", "dists": "DISTS", "fid": "FID", "kid": "KID",
+    "niqe": "NIQE", "niqe-ycbcr": "NIQE (YCbCr Y)", "musiq": "MUSIQ", "maniqa": "MANIQA", "clipiqa": "CLIPIQA",
+    "clipiqa+": "CLIPIQA+", "liqe": "LIQE", "topiq_fr": "TOPIQ-FR", "topiq_nr": "TOPIQ-NR", "brisque": "BRISQUE",
+    "pi": "PI", "clip-i": "CLIP-I", "clip-t": "CLIP-T",
 }
 
 #: A paper's metric and the pirs variants that measure the same quantity under some convention;
 #: the reproduction view compares a paper's number with each variant we scored.
 FAMILIES = {
-    "psnr": ("psnr", "psnr-ycbcr", "psnry"),
-    "ssim": ("ssim", "ssim-ycbcr", "ssimc"),
+    "psnr": ("psnr", "psnr-ycbcr", "psnry", "psnr-rgb"),
+    "ssim": ("ssim", "ssim-ycbcr", "ssimc", "ssim-rgb"),
+    "niqe": ("niqe", "niqe-ycbcr"),
     "lpips": ("lpips", "lpips-vgg"),
 }
 
@@ -266,6 +281,8 @@ def paper_rows(papers: pd.DataFrame) -> pd.DataFrame:
         "setting": papers["setting_label"], "prompts": papers["prompts"], "method_label": papers["method_label"],
         "metric_label": papers["metric_label"], "table": papers["table"], "results_file": "", "test_set_name": "",
         "predictions_fingerprint": "",
+        "protocol": papers["paper"] + ", " + papers["table"] + ": " + papers["setting_label"],
+        "std": math.nan, "ci_low": math.nan, "ci_high": math.nan, "merged": "",
     })
     return df[list(LONG_COLUMNS)]
 
@@ -284,13 +301,18 @@ def standard_test_set_names() -> dict[str, str]:
 
 def result_rows(results: list[tuple[Path, dict]], aliases: Aliases | None = None,
                 known_test_sets: list[str] = ()) -> pd.DataFrame:
-    """Our results in the long-table layout.
+    """Our results in the long-table layout, one leaderboard row per (test set, method, fingerprint, conventions).
 
     A results file's test set becomes, in this order: its alias (ours); the id of the standard
     test set whose id or alias :func:`normalize` makes equal to its name (the results of a
     ``degrade testset`` build already carry that id, which is the paper tables' id); the paper
     test-set id :func:`normalize` makes equal to its name; its own name. Its method stays as
     named (the method alias is used only to match paper rows, see :func:`reproduction`).
+
+    Several results files of one method on the same test set (same fingerprint) whose metrics
+    agree in conventions wherever they share a metric are one row: each metric's value comes
+    from the newest file (``date``) that has it, and the ``merged`` column names the files and,
+    where their values differ, what the older ones said.
     """
     import pandas as pd
 
@@ -299,23 +321,74 @@ def result_rows(results: list[tuple[Path, dict]], aliases: Aliases | None = None
     aliases = aliases or Aliases()
     by_norm = {normalize(t): t for t in known_test_sets}
     standard = standard_test_set_names() if results else {}
-    rows = []
+    entries = []
     for path, d in results:
         name = d["test_set"]["name"]
         test_set = aliases.test_set(name) or standard.get(normalize(name)) or by_norm.get(normalize(name), name)
-        method = d["method"]["name"]
+        metrics = {}
         for metric, e in d["metrics"].items():
             conv, conv_id = our_conventions(d["conventions"].get(metric, {}))
+            metrics[metric] = (conv, conv_id, e)
+        entries.append((path, d, test_set, metrics))
+    entries.sort(key=lambda x: (str(x[1].get("date", "")), str(x[0])), reverse=True)  # newest first
+
+    merged: list[dict] = []  # {"key", "files": [(path, d)], "metrics": {metric: (path, d, conv, conv_id, e)}}
+    for path, d, test_set, metrics in entries:
+        key = (test_set, d["method"]["name"], d["test_set"]["fingerprint"])
+        home = next((m for m in merged if m["key"] == key and all(
+            m["metrics"][k][3] == metrics[k][1] for k in metrics if k in m["metrics"])), None)
+        if home is None:
+            home = {"key": key, "files": [], "metrics": {}}
+            merged.append(home)
+        home["files"].append((path, d))
+        for metric, (conv, conv_id, e) in metrics.items():
+            home["metrics"].setdefault(metric, (path, d, conv, conv_id, e))
+    merged.reverse()  # back to the oldest first, as the files were given
+
+    rows = []
+    for m in merged:
+        test_set, method, fingerprint = m["key"]
+        newest_path = m["files"][0][0]
+        note = _merge_note(m) if len(m["files"]) > 1 else ""
+        order = list(dict.fromkeys(metric for _, d in m["files"] for metric in d["metrics"]))
+        for metric in order:
+            path, d, conv, conv_id, e = m["metrics"][metric]
             value = decode_number(e["value"])
+            ci = e.get("ci95") or [math.nan, math.nan]
+            std = e.get("std")
             rows.append({
                 "test_set": test_set, "method": method, "source": OURS, "metric": metric, "value": value,
                 "value_text": _format_ours(value), "direction": e["direction"], "conventions": conv,
-                "conventions_id": conv_id, "fingerprint": d["test_set"]["fingerprint"],
-                "row": f"ours|{path}", "setting": "", "prompts": "", "method_label": method,
-                "metric_label": metric_label(metric), "table": "", "results_file": str(path), "test_set_name": name,
-                "predictions_fingerprint": d["predictions"]["fingerprint"],
+                "conventions_id": conv_id, "fingerprint": fingerprint,
+                "row": f"ours|{newest_path}", "setting": "", "prompts": "", "method_label": method,
+                "metric_label": metric_label(metric), "table": "", "results_file": str(path),
+                "test_set_name": d["test_set"]["name"], "predictions_fingerprint": d["predictions"]["fingerprint"],
+                "protocol": f"pirs: test set {d['test_set']['name']} (fingerprint {fingerprint[:12]})",
+                "std": math.nan if std is None else decode_number(std), "ci_low": float(ci[0]),
+                "ci_high": float(ci[1]), "merged": note,
             })
     return pd.DataFrame(rows, columns=list(LONG_COLUMNS))
+
+
+def _merge_note(m: dict) -> str:
+    """What a merged row of ours stands for: its results files and, where they differ, the older values."""
+    from pirs.benchmark.results import decode_number
+
+    files = [f"{Path(p).name} ({d.get('date', '?')})" for p, d in m["files"]]
+    differ = []
+    for metric, (path, _, _, _, e) in m["metrics"].items():
+        shown = decode_number(e["value"])
+        for p, other in m["files"]:
+            o = other["metrics"].get(metric)
+            if o is None or str(p) == str(path):
+                continue
+            v = decode_number(o["value"])
+            if not (v == shown or (math.isnan(v) and math.isnan(shown))):
+                differ.append(f"{metric} {_format_ours(v)} in {Path(p).name}")
+    text = f"{len(files)} results files under the same conventions, shown as one row: {', '.join(files)}"
+    if differ:
+        return text + "; their values differ, each metric shows the newest file's (older: " + "; ".join(differ) + ")"
+    return text + "; identical values"
 
 
 def merge(papers: pd.DataFrame | None, results: list[tuple[Path, dict]], aliases: Aliases | None = None
@@ -397,12 +470,14 @@ def columns(df: pd.DataFrame) -> list[Column]:
 
 
 def best_rows(df: pd.DataFrame, col: Column) -> set[str]:
-    """The ``row`` ids holding the best value of a column (all of them on a tie; none if the column is empty)."""
+    """The ``row`` ids holding the best value of a column within each protocol (all of them on a tie; none where
+    the column is empty): rows of different protocols are not ranked against each other."""
     sub = df[(df["metric"] == col.metric) & (df["conventions_id"] == col.conventions_id)].dropna(subset=["value"])
-    if sub.empty:
-        return set()
-    best = sub["value"].min() if col.direction == "lower" else sub["value"].max()
-    return set(sub.loc[sub["value"] == best, "row"])
+    out: set[str] = set()
+    for _, group in sub.groupby("protocol", sort=False):
+        best = group["value"].min() if col.direction == "lower" else group["value"].max()
+        out |= set(group.loc[group["value"] == best, "row"])
+    return out
 
 
 def convention_notes(cols: list[Column]) -> list[str]:

@@ -17,8 +17,12 @@ Conventions are never mixed silently: a metric whose numbers on a test set were 
 under different conventions (a paper's PSNR of unstated channel beside our RGB ``psnr``) is
 split into one column per convention, each ranked on its own, and the page and the Markdown
 say why; a column pooling several papers whose shared conventions leave something
-unspecified carries a note too. Best values are marked per column with the metric's direction
-(bold), our rows are marked (★ in Markdown, a badge and a blue row in HTML).
+unspecified carries a note too. Protocols are not mixed either: rows are grouped by the
+protocol that produced them (a paper table's setting; our test set's fingerprint), and the
+best value (bold, by the metric's direction) is marked within each group only. Within a group
+rows are ordered by the page's first metric, best first. Our rows are marked (★ in Markdown, a
+badge and a blue row in HTML) and show ± half the width of their 95% bootstrap interval; several
+results files of one method under the same conventions are one row, and a note says so.
 """
 
 from __future__ import annotations
@@ -65,7 +69,9 @@ class Row:
     ours: bool
     fingerprint: str
     results_file: str
+    protocol: str = ""
     cells: dict[str, tuple[float, str]] = field(default_factory=dict)  # column id -> (value, text)
+    spread: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # column id -> (ci low, high, std)
 
     @property
     def label(self) -> str:
@@ -79,7 +85,7 @@ class Page:
     test_set: str
     slug: str
     subtitle: str
-    rows: list[Row]
+    rows: list[Row]  # grouped by protocol, each group ordered by the first metric
     cols: list[Column]
     best: dict[str, set[str]]
     notes: list[str]
@@ -96,6 +102,14 @@ class Page:
     def n_ours(self) -> int:
         return sum(r.ours for r in self.rows)
 
+    @property
+    def groups(self) -> list[tuple[str, list[Row]]]:
+        """The rows by protocol, in order: ``[(protocol, rows)]``."""
+        out: dict[str, list[Row]] = {}
+        for r in self.rows:
+            out.setdefault(r.protocol, []).append(r)
+        return list(out.items())
+
 
 # ---------------------------------------------------------------------------------------------- building
 
@@ -111,9 +125,38 @@ def slugify(name: str, taken: set[str]) -> str:
     return slug
 
 
-def cell_text(source: str, value: float, value_text: str) -> str:
-    """The printed value of a paper, or our value rounded for display."""
-    return value_text if source != OURS else H.fmt_value(value)
+def cell_text(source: str, value: float, value_text: str, ci: tuple[float, float] | None = None) -> str:
+    """The printed value of a paper, or our value rounded for display, with ± half its 95% interval when known."""
+    if source != OURS:
+        return value_text
+    return H.fmt_value(value) + (H.fmt_pm(value, (ci[1] - ci[0]) / 2) if ci else "")
+
+
+def _finite(*xs: float) -> bool:
+    return all(isinstance(x, float | int) and math.isfinite(x) for x in xs)
+
+
+def order_rows(rows: list[Row], cols: list[Column]) -> list[Row]:
+    """Rows grouped by protocol (groups in order of first appearance), each group ordered best first by the first
+    column it has values in; rows without that value last, in their previous order."""
+    groups: dict[str, list[Row]] = {}
+    for r in rows:
+        groups.setdefault(r.protocol, []).append(r)
+    out: list[Row] = []
+    for members in groups.values():
+        key_col = next((c for c in cols if any(_finite(r.cells.get(c.id, (math.nan,))[0]) for r in members)), None)
+        if key_col is None:
+            out += members
+            continue
+        sign = 1.0 if key_col.direction == "lower" else -1.0
+
+        def key(item: tuple[int, Row], c: Column = key_col, sign: float = sign) -> tuple:
+            i, r = item
+            v = r.cells.get(c.id, (math.nan,))[0]
+            return (0, sign * v, i) if _finite(v) else (1, 0.0, i)
+
+        out += [r for _, r in sorted(enumerate(members), key=key)]
+    return out
 
 
 def build_page(test_set: str, df: pd.DataFrame, slug: str, results: dict[str, dict], repro: pd.DataFrame,
@@ -127,11 +170,23 @@ def build_page(test_set: str, df: pd.DataFrame, slug: str, results: dict[str, di
         if r is None:
             r = rows[rec.row] = Row(id=rec.row, method=rec.method, method_label=rec.method_label, source=rec.source,
                                     prompts=rec.prompts, ours=rec.source == OURS, fingerprint=rec.fingerprint,
-                                    results_file=rec.results_file)
+                                    results_file=rec.results_file, protocol=rec.protocol)
         col = by_key[(rec.metric, rec.conventions_id)]
-        r.cells[col.id] = (rec.value, cell_text(rec.source, rec.value, rec.value_text))
+        ci = (rec.ci_low, rec.ci_high) if rec.source == OURS and _finite(rec.ci_low, rec.ci_high) else None
+        r.cells[col.id] = (rec.value, cell_text(rec.source, rec.value, rec.value_text, ci))
+        if ci:
+            r.spread[col.id] = (rec.ci_low, rec.ci_high, rec.std)
     best = {c.id: best_rows(df, c) for c in cols}
     notes = convention_notes(cols)
+    protocols = list(dict.fromkeys(df["protocol"]))
+    if len(protocols) > 1:
+        notes.append(f"The rows come from {len(protocols)} evaluation protocols ({'; '.join(protocols)}): each is a "
+                     "group of its own, and bold marks the best value within a group only. Different papers' "
+                     "tables (and our test-set builds) differ in images, crops or metric settings, so their "
+                     "numbers are not ranked against each other.")
+    for text, method in dict.fromkeys(zip(df["merged"], df["method"], strict=True)):
+        if text:
+            notes.append(f"{method}: {text}.")
     ours = df[df["source"] == OURS]
     prints = sorted(set(ours["fingerprint"]))
     if len(prints) > 1:
@@ -157,7 +212,8 @@ def build_page(test_set: str, df: pd.DataFrame, slug: str, results: dict[str, di
                        + (f", git {git[:10]}" if git else "") + ").")
     source_names = list(dict.fromkeys(df["source"]))
     sub_repro = repro[repro["test_set"] == test_set] if repro is not None and len(repro) else None
-    return Page(test_set=test_set, slug=slug, subtitle=subtitle, rows=list(rows.values()), cols=cols, best=best,
+    return Page(test_set=test_set, slug=slug, subtitle=subtitle, rows=order_rows(list(rows.values()), cols),
+                cols=cols, best=best,
                 notes=notes, repro=sub_repro, sources=sources, source_names=source_names,
                 has_prompts=bool((df["prompts"] != "").any()), data=df)
 
@@ -179,22 +235,30 @@ def markdown_page(page: Page) -> str:
         out += [md(page.subtitle), ""]
     if page.notes:
         out += ["**Notes**", ""] + [f"- {md(n)}" for n in page.notes] + [""]
-    head = ["Method", "Source"] + (["Prompts"] if page.has_prompts else []) + [f"{md(c.label)} {c.arrow}"
-                                                                                  for c in page.cols]
-    align = ["---", "---"] + (["---"] if page.has_prompts else []) + ["---:" for _ in page.cols]
-    out += ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
-    for r in page.rows:
-        cells = [("★ " if r.ours else "") + md(r.method), md(r.source)] + ([md(r.prompts)] if page.has_prompts else [])
-        for c in page.cols:
-            cell = r.cells.get(c.id)
-            if cell is None or cell[1] == "":
-                cells.append("–")
-            else:
-                text = md(cell[1])
-                cells.append(f"**{text}**" if r.id in page.best.get(c.id, ()) else text)
-        out.append("| " + " | ".join(cells) + " |")
-    out += ["", "Bold: the best value of each column. ↑ higher is better, ↓ lower is better; – not reported. "
-            "★ our results (pirs).", ""]
+    groups = page.groups
+    for protocol, rows in groups:
+        if len(groups) > 1:
+            out += [f"### {md(protocol)}", ""]
+        cols = [c for c in page.cols if any(c.id in r.cells for r in rows)]
+        prompts = page.has_prompts and any(r.prompts for r in rows)
+        head = ["Method", "Source"] + (["Prompts"] if prompts else []) + [f"{md(c.label)} {c.arrow}" for c in cols]
+        align = ["---", "---"] + (["---"] if prompts else []) + ["---:" for _ in cols]
+        out += ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
+        for r in rows:
+            cells = [("★ " if r.ours else "") + md(r.method), md(r.source)] + ([md(r.prompts)] if prompts else [])
+            for c in cols:
+                cell = r.cells.get(c.id)
+                if cell is None or cell[1] == "":
+                    cells.append("–")
+                else:
+                    text = md(cell[1])
+                    cells.append(f"**{text}**" if r.id in page.best.get(c.id, ()) else text)
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    out += [("Rows grouped by evaluation protocol, each group ordered by its first metric; bold: the best value "
+             "of each column within a group. " if len(groups) > 1 else "Rows ordered by the first metric; bold: "
+             "the best value of each column. ") + "↑ higher is better, ↓ lower is better; – not reported. ★ our "
+            "results (pirs), ± half the width of the 95% bootstrap interval of the mean over images.", ""]
     out += ["## Conventions", ""]
     out += [f"- {md(c.label)}: " + "; ".join(f"{md(s)}: {md(conv)}" for s, conv in c.conventions) for c in page.cols]
     out += [""]
@@ -242,13 +306,16 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:
-    """Read a long-table CSV written by :func:`render` (text columns as text, ``value`` as float)."""
+    """Read a long-table CSV written by :func:`render` (text columns as text; ``value``, ``std``, ``ci_low``,
+    ``ci_high`` as float)."""
     import pandas as pd
 
     from .merge import LONG_COLUMNS
 
     df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    df["value"] = pd.to_numeric(df["value"].where(df["value"] != ""), errors="raise").astype(float)
+    for col in ("value", "std", "ci_low", "ci_high"):
+        if col in df:
+            df[col] = pd.to_numeric(df[col].where(df[col] != ""), errors="raise").astype(float)
     return df[[c for c in LONG_COLUMNS if c in df.columns]]
 
 

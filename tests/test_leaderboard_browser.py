@@ -49,16 +49,19 @@ def dump_dom(page: Path, fragment: str, profile: Path) -> str:
 
 
 class Table(HTMLParser):
-    """The leaderboard table of a dumped DOM: header ids and attributes, rows with their cells' sort values."""
+    """The leaderboard table of a dumped DOM: header ids and attributes, protocol groups, rows with their cells'
+    sort values, classes and text."""
 
     def __init__(self, text: str):
         super().__init__(convert_charrefs=True)
         self.attrs: dict[str, str] = {}
         self.heads: list[dict[str, str]] = []
         self.rows: list[dict] = []
+        self.groups: list[str] = []
         self.scripts = 0
         self.images = 0
         self._in = False
+        self._thead = False
         self._depth = 0
         self._cell: dict | None = None
         self.feed(text)
@@ -76,12 +79,18 @@ class Table(HTMLParser):
                 self._depth += 1
         if not self._in:
             return
-        if tag == "th":
+        if tag == "thead":
+            self._thead = True
+        elif tag == "tbody":
+            self.groups.append(a.get("data-protocol", ""))
+        elif tag == "th" and self._thead:
             self.heads.append(a)
         elif tag == "tr" and "data-row" in a:
-            self.rows.append({"id": a["data-row"], "ours": "ours" in a.get("class", "").split(), "cells": []})
+            self.rows.append({"id": a["data-row"], "ours": "ours" in a.get("class", "").split(), "cells": [],
+                              "group": len(self.groups) - 1})
         elif tag == "td" and self.rows:
-            self._cell = {"v": a.get("data-v"), "text": ""}
+            self._cell = {"v": a.get("data-v"), "text": "", "best": "best" in a.get("class", "").split(),
+                          "title": a.get("title", "")}
             self.rows[-1]["cells"].append(self._cell)
 
     def handle_endtag(self, tag):
@@ -90,6 +99,8 @@ class Table(HTMLParser):
             self._in = self._depth > 0
         if tag == "td":
             self._cell = None
+        if tag == "thead":
+            self._thead = False
 
     def handle_data(self, data):
         if self._cell is not None:
@@ -101,6 +112,12 @@ class Table(HTMLParser):
 
     def header(self, col: str) -> dict[str, str]:
         return next(h for h in self.heads if h.get("data-col") == col)
+
+    def by_group(self, col: str) -> list[list[float | None]]:
+        """A column's values, one list per protocol group, in page order."""
+        i = [h.get("data-col") for h in self.heads].index(col)
+        return [[float(r["cells"][i]["v"]) if r["cells"][i]["v"] else None for r in self.rows if r["group"] == g]
+                for g in range(len(self.groups))]
 
 
 def numbers(values: list[str | None]) -> list[float | None]:
@@ -121,7 +138,11 @@ def page(tmp_path_factory) -> tuple[Path, Path]:
     res = root / "results" / "bicubic.json"
     evaluate(EvalConfig(predictions=str(root / "pred"), reference=str(root / "ref"), metrics="psnr,ssim",
                         out=str(res), method=EVIL, progress=False, cache_dir=None, device="cpu"))
-    render(root / "site", [res], aliases=Aliases(test_sets={"ref": "div2k-val"}), test_sets=["div2k-val"])
+    again = root / "results" / "bicubic-again.json"  # the same evaluation twice: one row on the page
+    d = json.loads(res.read_text())
+    d["date"] = "2000-01-01T00:00:00+00:00"
+    again.write_text(json.dumps(d))
+    render(root / "site", [res, again], aliases=Aliases(test_sets={"ref": "div2k-val"}), test_sets=["div2k-val"])
     return root / "site" / "div2k-val" / "index.html", root / "profile"
 
 
@@ -131,14 +152,29 @@ def expected_lpips_order() -> list[str]:
     return list(p["method"])
 
 
-def test_page_loads_unsorted_with_our_row_marked(page):
+def test_page_loads_grouped_by_protocol_ordered_and_with_our_row_marked(page):
     html_file, profile = page
     t = Table(dump_dom(html_file, "", profile))
     assert t.attrs.get("data-sort") == ""
+    # DPIR's and XPSR's DIV2K-Val are different protocols, ours a third: three groups, our two files one row
+    assert len(t.groups) == 3 and t.groups[0].startswith("DPIR,") and t.groups[1].startswith("XPSR,")
+    assert t.groups[2].startswith("pirs: test set ref")
     assert len(t.rows) == 9 and [r["ours"] for r in t.rows] == [False] * 8 + [True]
+    assert [r["group"] for r in t.rows] == [0] * 5 + [1] * 3 + [2]
     # the markup in the method name stayed text: one script element (the page's own), no image
     assert t.scripts == 1 and t.images == 1            # the one image is the plot
     assert t.rows[-1]["cells"][0]["text"].startswith(EVIL)
+    # each group ordered by its first metric, best first: DPIR's by PSNR, XPSR's by CLIPIQA, ours by our PSNR
+    assert t.by_group("psnr.1")[0] == sorted(t.by_group("psnr.1")[0], reverse=True)
+    assert t.by_group("clipiqa")[1] == sorted(t.by_group("clipiqa")[1], reverse=True)
+    # best marked within each group only: MUSIQ has one bold cell in DPIR's group and one in XPSR's
+    i = [h.get("data-col") for h in t.heads].index("musiq")
+    bold = [(r["group"], r["cells"][i]["v"]) for r in t.rows if r["cells"][i]["best"]]
+    assert sorted(bold) == [(0, "71.94"), (1, "68.71")]
+    # our values carry their interval; the page says the two results files are one row
+    ours = t.rows[-1]["cells"][[h.get("data-col") for h in t.heads].index("psnr.2")]
+    assert " ± " in ours["text"] and ours["title"].startswith("95% bootstrap interval")
+    assert "2 results files under the same conventions, shown as one row" in html_file.read_text()
 
 
 def test_click_sorts_best_first_then_reverses(page):
@@ -162,18 +198,21 @@ def test_higher_is_better_sorts_descending_and_split_columns_sort_alone(page):
     html_file, profile = page
     t = Table(dump_dom(html_file, "click=musiq", profile))
     assert t.attrs["data-sort"] == "musiq:desc"
-    vals = [v for v in numbers(t.column("musiq")) if v is not None]
-    assert vals == sorted(vals, reverse=True) and vals[0] == 71.94
-    # our RGB psnr is its own column (psnr.2): sorting it puts our row first
-    d = json.loads(next(html_file.parents[2].glob("results/*.json")).read_text())
+    groups = t.by_group("musiq")  # sorted within each group, never across them
+    assert groups[0] == sorted(groups[0], reverse=True) and groups[0][0] == 71.94
+    assert groups[1] == sorted(groups[1], reverse=True) and groups[1][0] == 68.71
+    assert [r["group"] for r in t.rows] == [0] * 5 + [1] * 3 + [2]
+    # our RGB psnr is its own column (psnr.2): sorting it puts our row first in its group, which stays last
+    d = json.loads((html_file.parents[2] / "results" / "bicubic.json").read_text())
     t = Table(dump_dom(html_file, "click=psnr.2", profile))
-    assert t.attrs["data-sort"] == "psnr.2:desc" and t.rows[0]["ours"]
-    assert float(t.column("psnr.2")[0]) == d["metrics"]["psnr"]["value"]
+    assert t.attrs["data-sort"] == "psnr.2:desc" and t.rows[-1]["ours"]
+    assert float(t.column("psnr.2")[-1]) == d["metrics"]["psnr"]["value"]
 
 
 def test_sort_by_text_column_from_hash(page):
     html_file, profile = page
     t = Table(dump_dom(html_file, "sort=method:desc", profile))
     assert t.attrs["data-sort"] == "method:desc"
-    names = [r["cells"][0]["v"].lower() for r in t.rows]
-    assert names == sorted(names, reverse=True)
+    for g in range(3):
+        names = [r["cells"][0]["v"].lower() for r in t.rows if r["group"] == g]
+        assert names == sorted(names, reverse=True)

@@ -60,16 +60,26 @@ def papers_site(tmp_path_factory) -> Path:
     return out
 
 
+def md_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Every pipe table of a Markdown page (one per protocol group): header cells and body rows."""
+    tables, block = [], []
+    for ln in [*text.splitlines(), ""]:
+        if ln.startswith("| "):
+            block.append([c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:-1]])
+        elif block:
+            tables.append((block[0], block[2:]))
+            block = []
+    return tables
+
+
 def md_table(text: str) -> tuple[list[str], list[list[str]]]:
     """The first pipe table of a Markdown page: header cells and body rows."""
-    lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
-    split = [[c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:-1]] for ln in lines]
-    head, body = split[0], []
-    for row in split[2:]:
-        if len(row) != len(head):
-            break
-        body.append(row)
-    return head, body
+    return md_tables(text)[0]
+
+
+def number(cell: str) -> float:
+    """A table cell's value: bold and our ± interval stripped."""
+    return float(cell.strip("*").split(" ± ")[0])
 
 
 # ---------------------------------------------------------------------------------------------- paper tables alone
@@ -98,20 +108,20 @@ def test_render_papers_only(papers_site):
 def test_markdown_best_respects_direction(papers_site):
     checked = 0
     for md_file in sorted(papers_site.glob("*/leaderboard.md")):
-        head, body = md_table(md_file.read_text())
-        for j, h in enumerate(head):
-            if not h.endswith(("↑", "↓")):
-                continue
-            cells = [row[j] for row in body]
-            values = [float(c.strip("*")) for c in cells if c != "–"]
-            bold = [float(c.strip("*")) for c in cells if c.startswith("**")]
-            if not values:
-                assert not bold
-                continue
-            best = max(values) if h.endswith("↑") else min(values)
-            assert bold and all(b == best for b in bold), (md_file, h, bold, best)
-            assert sum(v == best for v in values) == len(bold)
-            checked += 1
+        for head, body in [t for t in md_tables(md_file.read_text()) if t[0][:2] == ["Method", "Source"]]:
+            for j, h in enumerate(head):
+                if not h.endswith(("↑", "↓")):
+                    continue
+                cells = [row[j] for row in body]
+                values = [number(c) for c in cells if c != "–"]
+                bold = [number(c) for c in cells if c.startswith("**")]
+                if not values:
+                    assert not bold
+                    continue
+                best = max(values) if h.endswith("↑") else min(values)
+                assert bold and all(b == best for b in bold), (md_file, h, bold, best)
+                assert sum(v == best for v in values) == len(bold)
+                checked += 1
     assert checked > 50
     # spot values: on div2k-val the best PSNR is StableSR's 22.87 (higher), the best LPIPS DPIR's 0.3622 (lower)
     head, body = md_table((papers_site / "div2k-val" / "leaderboard.md").read_text())
@@ -162,7 +172,8 @@ def test_render_with_results_own_test_set(scored, tmp_path):
     assert head[:2] == ["Method", "Source"] and "PSNR ↑" in head and "PSNR (YCbCr Y) ↑" in head
     assert body == [[c for c in body[0]]] and body[0][0] == "★ bicubic" and body[0][1] == "pirs"
     d = json.loads(scored.read_text())
-    assert body[0][head.index("PSNR ↑")] == f"**{d['metrics']['psnr']['value']:.2f}**"
+    low, high = d["metrics"]["psnr"]["ci95"]
+    assert body[0][head.index("PSNR ↑")] == f"**{d['metrics']['psnr']['value']:.2f} ± {(high - low) / 2:.2f}**"
     # one method, psnr/ssim only: no plot, and the page says so
     assert "no perception–distortion plot" in text and not (out / "ref" / "perception-distortion.png").exists()
     # nothing of ours meets a paper table: the index says how to alias
@@ -179,13 +190,15 @@ def test_conventions_note_when_mixing(scored, tmp_path):
     render(out, [scored], aliases=Aliases(test_sets={"ref": "div2k-val"}), test_sets=["div2k-val"], plots=False)
     md_text = (out / "div2k-val" / "leaderboard.md").read_text()
     html = (out / "div2k-val" / "index.html").read_text()
-    head, body = md_table(md_text)
+    tables = md_tables(md_text)
+    head, body = tables[0]  # DPIR's group
+    ours_head, ours_body = next(t for t in tables if t[1] and t[1][0][0] == "★ bicubic")
     # DPIR's PSNR (channel unspecified) and our RGB psnr are not one column
-    assert "PSNR · DPIR ↑" in head and "PSNR · pirs ↑" in head and "PSNR ↑" not in head
+    assert "PSNR · DPIR ↑" in head and "PSNR · pirs ↑" in ours_head and "PSNR ↑" not in head + ours_head
     for text in (md_text.replace("\\", ""), html):
         assert "split into 2 columns" in text and "channel=unspecified" in text and "color_space=RGB" in text
-    ours = next(r for r in body if r[0] == "★ bicubic")
-    assert ours[head.index("PSNR · DPIR ↑")] == "–" and ours[head.index("PSNR · pirs ↑")].startswith("**")
+    ours = ours_body[0]
+    assert "PSNR · DPIR ↑" not in ours_head and ours[ours_head.index("PSNR · pirs ↑")].startswith("**")
     # the best of the paper column is still the paper's best, not ours (26 dB would beat 22.87)
     dpir_col = [r[head.index("PSNR · DPIR ↑")] for r in body]
     assert [c for c in dpir_col if c.startswith("**")] == ["**22.87**"]
@@ -362,3 +375,112 @@ def test_nonfinite_and_missing_values(scored, tmp_path):
     out = tmp_path / "site"
     render(out, [inf], include_papers=False, plots=False)
     assert "inf" in (out / "ref" / "leaderboard.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------- protocols, rows, plots
+
+
+def test_best_is_marked_within_each_protocol_only(papers_site):
+    """DPIR's and XPSR's DIV2K-Val are different protocols (provenance.yaml): each group has its own best."""
+    md_text = (papers_site / "div2k-val" / "leaderboard.md").read_text()
+    tables = [t for t in md_tables(md_text) if t[0][:2] == ["Method", "Source"]]
+    assert len(tables) == 2 and {t[1][0][1] for t in tables} == {"DPIR", "XPSR"}
+    bold_musiq = [r[h.index("MUSIQ ↑")] for h, body in tables for r in body if r[h.index("MUSIQ ↑")].startswith("**")]
+    assert sorted(bold_musiq) == ["**68.71**", "**71.94**"]  # one per group, never one across them
+    assert "### DPIR, Main Results" in md_text and "### XPSR, Main Results: DIV2K-Val" in md_text
+    html = (papers_site / "div2k-val" / "index.html").read_text()
+    assert html.count("<tbody data-protocol=") == 2 and "not ranked against each other" in html
+    single = (papers_site / "diffrestorer-haze" / "leaderboard.md").read_text()
+    assert "###" not in single.split("## Conventions")[0]  # one protocol: one table, no group heading
+
+
+def test_rows_are_ordered_by_the_first_metric_within_each_group(papers_site):
+    checked = 0
+    for md_file in sorted(papers_site.glob("*/leaderboard.md")):
+        for head, body in [t for t in md_tables(md_file.read_text()) if t[0][:2] == ["Method", "Source"]]:
+            j = next(i for i, h in enumerate(head) if h.endswith(("↑", "↓")))
+            values = [number(r[j]) for r in body if r[j] != "–"]
+            want = sorted(values, reverse=head[j].endswith("↑"))
+            assert values == want, (md_file, head[j], values)
+            assert all(r[j] != "–" for r in body[: len(values)])  # rows without it come last
+            checked += 1
+    assert checked >= 20
+
+
+def test_two_results_of_one_method_are_one_row(scored, tmp_path):
+    older = variant(scored, tmp_path / "r" / "a.json", lambda d: d.update(date="2020-01-01T00:00:00+00:00"))
+    newer = variant(scored, tmp_path / "r" / "b.json", lambda d: d.update(date="2030-01-01T00:00:00+00:00"))
+    out = tmp_path / "site"
+    render(out, [older, newer], test_sets=["ref"], plots=False)
+    head, body = md_table((out / "ref" / "leaderboard.md").read_text())
+    assert len(body) == 1 and body[0][0] == "★ bicubic"
+    text = (out / "ref" / "leaderboard.md").read_text().replace("\\", "")
+    assert "2 results files under the same conventions, shown as one row" in text and "identical values" in text
+
+    def worse(d):
+        d.update(date="2020-01-01T00:00:00+00:00")
+        d["metrics"]["psnr"]["value"] -= 1.0
+    differing = variant(scored, tmp_path / "r" / "c.json", worse)
+    render(tmp_path / "site2", [differing, newer], test_sets=["ref"], plots=False)
+    text = (tmp_path / "site2" / "ref" / "leaderboard.md").read_text().replace("\\", "")
+    _, body = md_table(text)
+    d = json.loads(scored.read_text())
+    assert len(body) == 1 and body[0][2].startswith(f"**{d['metrics']['psnr']['value']:.2f}")  # the newest value
+    assert "their values differ" in text and "older: psnr" in text and "c.json" in text
+
+    def cropped(d):
+        d["conventions"]["psnr"]["crop_border"] = 4
+    other = variant(scored, tmp_path / "r" / "d.json", cropped)
+    render(tmp_path / "site3", [other, newer], test_sets=["ref"], plots=False)
+    _, body = md_table((tmp_path / "site3" / "ref" / "leaderboard.md").read_text())
+    assert len(body) == 2  # another convention: another row
+
+
+def test_our_values_show_their_interval(scored, tmp_path):
+    render(tmp_path / "site", [scored], test_sets=["ref"], plots=False)
+    html = (tmp_path / "site" / "ref" / "index.html").read_text()
+    d = json.loads(scored.read_text())
+    low, high = d["metrics"]["ssim"]["ci95"]
+    assert f"{d['metrics']['ssim']['value']:.4f} ± {(high - low) / 2:.4f}" in html
+    assert f"95% bootstrap interval [{low:.6g}, {high:.6g}]" in html
+    csv = read_csv(tmp_path / "site" / "ref" / "leaderboard.csv").set_index("metric")
+    assert csv.loc["ssim", "ci_low"] == pytest.approx(low) and csv.loc["ssim", "std"] == pytest.approx(
+        d["metrics"]["ssim"]["std"])
+
+
+def test_plots_put_fidelity_against_perception_with_labels_clear_of_each_other_and_of_points(tmp_path):
+    from pirs.benchmark import registry
+    from pirs.leaderboard.plots import DISTORTION, PERCEPTION, choose_axes, perception_distortion_plot
+
+    assert all(registry.get(m).role == registry.FIDELITY for m in DISTORTION)
+    assert all(registry.get(m).role == registry.PERCEPTUAL for m in PERCEPTION)
+    df = merge(load_paper_tables(), [])
+    haze = choose_axes(df[df["test_set"] == "diffrestorer-haze"])  # FID, LPIPS, DISTS, NIQE, MUSIQ, CLIPIQA
+    assert haze.x is None and "no fidelity metric" in haze.reason
+    checked = 0
+    for ts in ("mscoco-val3000-parameterized", "mscoco-val3000-realesrgan", "div2k-val"):
+        sub = df[df["test_set"] == ts]
+        labels = {r: f"{m} [{p}]" if p else m for r, m, p in zip(sub["row"], sub["method"], sub["prompts"],
+                                                                  strict=True)}
+        choice = perception_distortion_plot(sub, tmp_path / f"{ts}.png", ts, labels)
+        assert choice.x == "psnr" and choice.y == "lpips"
+        boxes = [b for _, b in choice.label_boxes]
+        assert len(boxes) + len(choice.unplaced) == choice.points and not choice.unplaced
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (ts, a, b)
+            for p in choice.point_boxes:
+                assert not (a[0] < p[2] and p[0] < a[2] and a[1] < p[3] and p[1] < a[3]), (ts, a, p)
+            checked += 1
+    assert checked >= 20
+
+
+def test_a_closed_pipe_ends_leaderboard_quietly():
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "pirs.leaderboard.cli", "reproduce", "--list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0 and err == "", err
