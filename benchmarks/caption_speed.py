@@ -78,6 +78,15 @@ def photos(n: int, seed: int) -> list[np.ndarray]:
     return out
 
 
+def png(img: np.ndarray) -> bytes:
+    """The image as the PNG a shard would hold (a caption run sends the shard's bytes as they are)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[..., ::-1]))
+    assert ok
+    return buf.tobytes()
+
+
 class TokenCounter:
     """Wraps ``model.generate`` and counts the new tokens of every row: up to and including the first EOS."""
 
@@ -236,7 +245,7 @@ def main_openai(args: argparse.Namespace) -> int:
             print("caption serve did not start:\n" + "".join(seen), file=sys.stderr)
             return 1
     images = photos(args.images, args.seed)
-    items = [Item(f"img{i:04d}", {}, img) for i, img in enumerate(images)]
+    items = [Item(f"img{i:04d}", {}, img, png(img)) for i, img in enumerate(images)]  # as a run sends them
     backend = OpenAIBackend(endpoint, args.served_model, concurrency=max(levels), max_new_tokens=args.max_new_tokens,
                             timeout=600)
 

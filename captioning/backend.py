@@ -91,6 +91,7 @@ class Backend:
     needs_pixels: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
     may_skip = False  # class attribute, not a field: True lets caption() return None for "nothing to write"
+    concurrent = False  # class attribute: True when caption() may be called from several threads at once
 
     def caption(self, items: list[Item], instruction: Instruction) -> list[str]:
         """One caption per item, in order; raise CaptionError naming the item when one fails."""

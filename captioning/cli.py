@@ -138,8 +138,8 @@ def _serve_parser(sub) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--served-model-name", default=None, help="the name clients use (default: --model as given)")
     p.add_argument("--max-batch", type=int, default=16, help="requests generated together at most (default 16)")
-    p.add_argument("--batch-wait", type=float, default=0.02,
-                   help="seconds to wait for a batch to fill once the model is free (default 0.02)")
+    p.add_argument("--batch-wait", type=float, default=0.05,
+                   help="seconds to wait for the expected requests once the model is free (default 0.05)")
     p.add_argument("--max-tokens-limit", type=int, default=4096, help="largest max_tokens accepted (default 4096)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default auto)")
     p.add_argument("--dtype", default="auto", help="float16, bfloat16, float32 or auto (default auto)")

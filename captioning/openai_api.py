@@ -100,6 +100,8 @@ class OpenAIBackend(Backend):
     for ``/v1/models`` (the provenance then lacks the model root).
     """
 
+    concurrent = True  # the run sends every instruction's requests at once; the pool bounds them together
+
     def __init__(self, endpoints: list[str] | str, served_model: str, concurrency: int = 8, timeout: float = 120.0,
                  max_new_tokens: int = 128, seed: int = DEFAULT_SEED, retries: int = 4, backoff: float = 1.0,
                  api_key_env: str = DEFAULT_API_KEY_ENV, check: bool = True):
@@ -259,8 +261,10 @@ class OpenAIBackend(Backend):
     def caption(self, items: list[Item], instruction: Instruction) -> list[str]:
         """One caption per item, ``concurrency`` requests in flight; CaptionError (with ``failed`` and
         ``captions``) naming the items that failed after their retries."""
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="pirs-openai")
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="pirs-openai")
+            pool = self._pool
         captions: list[str | None] = [None] * len(items)
         failed: dict[str, str] = {}
 
@@ -279,7 +283,7 @@ class OpenAIBackend(Backend):
             else:
                 failed[item.key] = f"empty output from {self.served_model} for instruction {instruction.name!r}"
 
-        futures = [self._pool.submit(one, i) for i in range(len(items))]
+        futures = [pool.submit(one, i) for i in range(len(items))]
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         for f in done:
             if f.exception() is not None:
@@ -312,9 +316,10 @@ def _cause(e: BaseException) -> str:
 
 
 def _refused(e: BaseException) -> bool:
-    """A connection that could not be made at all (refused, host unreachable), as opposed to one cut mid-answer."""
+    """A connection that could not be made at all (refused, unknown host, unreachable network), as opposed to
+    one cut mid-answer: the HTTP client's ``ConnectError`` or the OS's refusal anywhere in the chain."""
     while e is not None:
-        if isinstance(e, ConnectionRefusedError | ConnectionResetError) or "refused" in str(e).lower():
+        if isinstance(e, ConnectionRefusedError) or type(e).__name__ == "ConnectError":
             return True
         e = e.__cause__ or e.__context__
     return False

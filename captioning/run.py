@@ -308,12 +308,18 @@ def caption_shard(job: _Job, out: Folder, cfg: CaptionConfig, backend: Backend, 
                                 failures.append({"shard": job.name, "key": key, "field": f,
                                                  "reason": f"cannot read {member}: {one_line(e)}"})
             results: dict[tuple[int, str], tuple[str | None, str | None]] = {}
-            for ins in instructions:
-                idx = todo[ins.field]
-                if not idx:
-                    continue
-                items = [Item(batch[i][0], batch[i][1], images.get(i), batch[i][2].get(member)) for i in idx]
-                for i, r in zip(idx, _caption_items(backend, items, ins), strict=True):
+            work = [(ins, idx, [Item(batch[i][0], batch[i][1], images.get(i), batch[i][2].get(member)) for i in idx])
+                    for ins in instructions if (idx := todo[ins.field])]
+            if backend.concurrent and len(work) > 1:  # a served model: every instruction's requests in flight
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(len(work)) as ex:
+                    outs = list(ex.map(lambda wk: _caption_items(backend, wk[2], wk[0]), work))
+            else:
+                outs = [_caption_items(backend, items, ins) for ins, _, items in work]
+            done_work = [(ins, idx, res) for (ins, idx, _), res in zip(work, outs, strict=True)]
+            for ins, idx, res in done_work:
+                for i, r in zip(idx, res, strict=True):
                     results[(i, ins.field)] = r
             for i, (key, rec, members) in enumerate(batch):
                 if not any((i, f) in results for f in todo):

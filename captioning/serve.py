@@ -9,9 +9,10 @@ backend's conversation (one user turn: the image as a ``data:`` URL, then the in
 exactly that backend's caption.
 
 **Batching.** HTTP requests are handled on threads that only parse and decode; one model thread
-generates. When the model is free it takes every request waiting, and waits up to ``batch_wait``
-seconds for as many as it batched last time (or as are being read) to arrive, then generates them
-together in one left-padded greedy batch of at most ``max_batch`` (requests with different
+generates. When the model is free it takes every request waiting and waits up to ``batch_wait``
+seconds for the clients it expects (those of the last batch, whose next requests follow their answers,
+plus those that queued up meanwhile), then generates them together in one left-padded greedy batch of
+at most ``max_batch`` (requests with different
 ``max_tokens`` in separate batches). That is dynamic batching, what makes concurrent requests
 faster than one at a time here; vLLM and SGLang go further (continuous batching: a request joins
 or leaves the running batch at every decoding step, with paged attention). Left-padded greedy
@@ -87,7 +88,7 @@ class CaptionServer:
     """
 
     def __init__(self, backend, served_model: str | None = None, host: str = "127.0.0.1", port: int = 0,
-                 max_batch: int = 16, batch_wait: float = 0.02, max_tokens_limit: int = 4096, verbose: bool = False,
+                 max_batch: int = 16, batch_wait: float = 0.05, max_tokens_limit: int = 4096, verbose: bool = False,
                  api_key: str | None = None):
         if max_batch < 1 or batch_wait < 0 or max_tokens_limit < 1:
             raise ValueError("caption serve: --max-batch and --max-tokens-limit at least 1, --batch-wait at least 0")
@@ -154,11 +155,12 @@ class CaptionServer:
         self._threads.append(t)
 
     def _model_loop(self) -> None:
-        last = 1
-        while not self._stop.is_set():
+        expected = 0  # requests likely to come soon: the last batch's clients, whose next requests follow
+        while not self._stop.is_set():  # their answers, plus those that queued up while it ran
             try:
                 batch = [self._queue.get(timeout=0.1)]
             except queue.Empty:
+                expected = 0
                 continue
             deadline = time.monotonic() + self.batch_wait
             while len(batch) < self.max_batch:
@@ -168,7 +170,7 @@ class CaptionServer:
                 except queue.Empty:
                     pass
                 with self._lock:
-                    want = min(self.max_batch, max(last, len(batch) + self._open))
+                    want = min(self.max_batch, max(expected, len(batch) + self._open))
                 left = deadline - time.monotonic()
                 if len(batch) >= want or left <= 0:
                     break
@@ -176,12 +178,12 @@ class CaptionServer:
                     batch.append(self._queue.get(timeout=left))
                 except queue.Empty:
                     break
-            last = len(batch)
             groups: dict[int, list[_Job]] = {}
             for job in batch:
                 groups.setdefault(job.max_tokens, []).append(job)
             for max_tokens, jobs in groups.items():
                 self._generate(jobs, max_tokens)
+            expected = len(batch) + self._queue.qsize()  # one client at a time: 1, no wait; N in step: N
 
     def _generate(self, jobs: list[_Job], max_tokens: int) -> None:
         try:
@@ -403,7 +405,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve(model: str, port: int, host: str = "127.0.0.1", served_model: str | None = None, device: str = "auto",
-          dtype: str = "auto", max_batch: int = 16, batch_wait: float = 0.02, max_tokens_limit: int = 4096,
+          dtype: str = "auto", max_batch: int = 16, batch_wait: float = 0.05, max_tokens_limit: int = 4096,
           verbose: bool = False, api_key_env: str | None = None) -> None:
     """Load ``model`` and serve it until interrupted (the ``caption serve`` command).
 
