@@ -30,9 +30,12 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--reference", required=True,
                    help="the test set: a pirs shard folder (local or URL, e.g. s3://bucket/testset), or a folder of "
                         "images; records without hq.png (real photos) take no-reference metrics only")
-    p.add_argument("--metrics", required=True, help="comma-separated metric names (see `bench metrics`)")
-    p.add_argument("--out", required=True,
-                   help="summary JSON to write, e.g. results/mymethod.json or s3://bucket/results/mymethod.json")
+    p.add_argument("--metrics", default=None,
+                   help="comma-separated metric names (see `bench metrics`); default: the metrics of the reference's "
+                        "standard test set (`degrade testset --show ID`)")
+    p.add_argument("--out", default=None,
+                   help="summary JSON to write, e.g. results/mymethod.json or s3://bucket/results/mymethod.json; "
+                        "default: results/TEST_SET/METHOD.json")
     p.add_argument("--method", default=None,
                    help="method name (default: run.json's method, else the predictions folder's name)")
     p.add_argument("--per-image", default=None,
@@ -163,6 +166,57 @@ def _one_writer(out: str, command: str, file: bool = False):
     return output_lock(out, command, file=file)
 
 
+def score_hint(predictions: str, reference: str, name: str) -> str:
+    """A runnable `bench evaluate` line for fresh predictions; results go beside them (``X/predictions/NAME`` ->
+    ``X/results/NAME.json``), never outside the folder the user works in."""
+    from pathlib import PurePosixPath
+
+    preds = predictions.rstrip("/") or predictions
+    scheme, _, path = preds.rpartition("://")
+    parent = PurePosixPath(path).parent
+    base = parent.parent if parent.name == "predictions" else parent
+    out = (base / "results" / f"{name}.json").as_posix()
+    out = f"{scheme}://{out}" if scheme else out
+    return f"bench evaluate {preds} --reference {reference} --metrics psnr,ssim --out {out}"
+
+
+def _evaluate_defaults(a, storage_options: dict | None) -> tuple[str, str]:
+    """``--metrics`` and ``--out`` left out: the metrics of the reference's standard test set, and
+    ``results/TEST_SET/METHOD.json``."""
+    from pathlib import Path
+
+    from pirs.degrade.fs import set_storage_options
+    from pirs.degrade.testsets import TestsetError, load_testset
+
+    from .pairing import load_reference
+
+    set_storage_options(storage_options)
+    ref = load_reference(a.reference)
+    metrics = a.metrics
+    if metrics is None:
+        if not ref.manifest_test_set_id:
+            raise ValueError(f"--reference {a.reference} is not a standard test set (its manifest names none), so "
+                             "its metrics are not known: give --metrics (see `bench metrics`)")
+        try:
+            metrics = ",".join(m["name"] for m in load_testset(ref.manifest_test_set_id).metrics)
+        except TestsetError as e:
+            raise ValueError(f"--reference {a.reference}: {e}; give --metrics") from None
+    out = a.out
+    if out is None:
+        method = a.method
+        run = Path(a.predictions) / "run.json"
+        if method is None and run.is_file():
+            import json
+
+            try:
+                method = json.loads(run.read_text()).get("method")
+            except ValueError:
+                method = None
+        method = method or Path(a.predictions.rstrip("/")).name or "predictions"
+        out = f"results/{ref.name}/{method}.json"
+    return metrics, out
+
+
 def cmd_evaluate(a) -> int:
     from pirs.degrade.executors import ExecutorError
     from pirs.degrade.fs import parse_storage_options
@@ -174,7 +228,9 @@ def cmd_evaluate(a) -> int:
 
     try:
         opts = parse_storage_options(a.storage_options)
-    except ValueError as e:
+        if a.metrics is None or a.out is None:
+            a.metrics, a.out = _evaluate_defaults(a, opts)
+    except (ValueError, ReferenceError, OSError) as e:
         return _fail("evaluate", e)
     cfg = EvalConfig(predictions=a.predictions, reference=a.reference, metrics=a.metrics, out=a.out,
                      method=a.method, batch_size=a.batch_size, device=a.device, weights_dir=a.weights_dir,
@@ -309,9 +365,8 @@ def cmd_baseline(a) -> int:
                 out = write_baseline(a.method, a.reference, a.out, overwrite=a.overwrite, progress=not a.quiet)
         except (ReferenceError, ValueError, OSError) as e:
             return _fail("baseline", e)
-        print(f"wrote {a.method} predictions and run.json to {out}/")
-        print(f"score     bench evaluate {out} --reference {a.reference} --metrics psnr,ssim "
-              f"--out results/{a.method}.json")
+        print(f"wrote {a.method} predictions and run.json to {str(out).rstrip('/')}/")
+        print(f"score     {score_hint(str(out), a.reference, a.method)}")
         return 0
     import re
 
@@ -331,9 +386,9 @@ def cmd_baseline(a) -> int:
         print(run["scale"]["note"])
     if c["output_resized"]:
         print(f"{c['output_resized']} outputs resized to the HQ size with bicubic (see run.json)")
-    print(f"wrote predictions and run.json to {a.out}/")
+    print(f"wrote predictions and run.json to {a.out.rstrip('/')}/")
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", run["method"]).strip("-").lower() or "model"
-    print(f"score     bench evaluate {a.out} --reference {a.reference} --metrics psnr,ssim --out results/{slug}.json")
+    print(f"score     {score_hint(a.out, a.reference, slug)}")
     return 0
 
 

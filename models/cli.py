@@ -137,7 +137,9 @@ def cmd_predict(a) -> int:
     print(f"wrote {run['count']} predictions and run.json to {out}/ ({run['method']}, step {run['step']}, "
           f"{run['sampler']} {run['steps']} steps, tiles {run['tile_size']}/{run['tile_overlap']}, colour fix "
           f"{run['color_fix']}, seed {run['seed']}; {run['resumed']} kept from an earlier run)")
-    print(f"score     bench evaluate {out} --reference {a.input} --metrics psnr,ssim --out {out}.json")
+    from pirs.benchmark.cli import score_hint
+
+    print(f"score     {score_hint(out, a.input, run['method'])}")
     return 0
 
 
