@@ -211,7 +211,7 @@ register(MetricSpec(
     convention={"color_space": "YIQ luma", "y_formula": _YIQ, "y_range": "[0, 1], no offset", "data_range": 1.0,
                 "inputs": _INPUTS, "rounding": "none (Y stays float)", "crop_border": 0,
                 "precision": "float32, MSE + 1e-8", "identical_images": _PSNR_ID,
-                "relation": "in exact arithmetic psnr-ycbcr = psnry + 20 log10(255 / 219) = psnry + 1.3225 dB "
+                "relation": "in exact arithmetic psnr-ycbcr = psnry + 20 log10(255 / 219) = psnry + 1.3219 dB "
                             "(YCbCr Y = 16/255 + 219/255 * YIQ Y); psnry's float32 and eps move it by up to "
                             "0.003 dB on the calibration pairs (benchmarks/calibrate_metrics.py), more near "
                             "the 80 dB cap"},

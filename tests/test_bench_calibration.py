@@ -65,6 +65,7 @@ def ours(names: list[str], all_pairs, border: int, weights: Path | None = None) 
     return out
 
 
+SOME = {"zoneplate-bicubic", "textured-jpeg", "smooth-blur", "textured-noise"}
 BASICSR = {"psnr-ycbcr": "psnr_y", "ssim-ycbcr": "ssim_y", "niqe-ycbcr": "niqe_y", "psnr-rgb": "psnr_rgb",
            "ssim-rgb": "ssim_rgb"}
 
@@ -88,10 +89,14 @@ def test_pyiqa_named_metrics_equal_pyiqa_one_image_at_a_time(all_pairs, niqe_wei
 
     names = {"psnr": "psnr", "psnry": "psnry", "ssim": "ssim", "ssimc": "ssimc", "niqe": "niqe"}
     got = ours(list(names), all_pairs, border, niqe_weights)
+    # pyiqa's SSIM (a float64 11x11 convolution) and NIQE take seconds per image: one pair of each degradation
+    # for them, the zone plate's bicubic pair among them (tests/test_bench_metrics.py checks SSIM on other images)
     for name, theirs in names.items():
         with offline(niqe_weights):
             metric = pyiqa.create_metric(theirs, device="cpu", crop_border=border)
         for i, (pname, pred, gt) in enumerate(all_pairs):
+            if name in ("ssim", "ssimc", "niqe") and pname not in SOME:
+                continue
             x, y = batch([pred]), batch([gt])
             want = float(metric(x, y) if metric.metric_mode == "FR" else metric(x))
             assert abs(got[name][i] - want) <= registry.get(name).tolerance, (name, pname, border, got[name][i], want)
@@ -102,12 +107,14 @@ def test_ms_ssim_equals_pyiqa(all_pairs):
 
     got = ours(["ms-ssim"], all_pairs, 0)["ms-ssim"]
     metric = pyiqa.create_metric("ms_ssim", device="cpu")
-    for i, (_, pred, gt) in enumerate(all_pairs):
+    for i, (pname, pred, gt) in enumerate(all_pairs):
+        if pname not in SOME:
+            continue
         assert abs(got[i] - float(metric(batch([pred]), batch([gt])))) <= registry.get("ms-ssim").tolerance
 
 
 def test_the_differences_the_registry_and_readme_state(calibration, all_pairs, niqe_weights):
-    """pyiqa's clamp moves SSIM on these pairs; psnr-ycbcr - psnry is 1.3225 dB only up to psnry's float32."""
+    """pyiqa's clamp moves SSIM on these pairs; psnr-ycbcr - psnry is 1.3219 dB only up to psnry's float32."""
     got = ours(["psnr-ycbcr", "psnry", "ssim-ycbcr", "ssim-rgb", "ssimc"], all_pairs, 0)
     gaps = [a - b - 20 * math.log10(255 / 219) for a, b in zip(got["psnr-ycbcr"], got["psnry"], strict=True)]
     assert max(abs(g) for g in gaps) < 0.003  # the bound psnry's convention states

@@ -104,8 +104,23 @@ def test_a_closed_pipe_ends_quietly(two, args):
     assert shell.stderr == "" and len(shell.stdout.splitlines()) == 1
 
 
-def test_validate_re_derives_and_names_the_first_mismatch(two, tmp_path):
+def validate(*args, capsys) -> subprocess.CompletedProcess:
+    """``bench validate`` in this process (it is run many times here)."""
+    from pirs.benchmark.cli import main
+
+    capsys.readouterr()
+    code = main(["validate", *map(str, args)])
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def test_validate_re_derives_and_names_the_first_mismatch(two, tmp_path, capsys):
     ref, a, _ = two
+
+    def bench(*args):  # noqa: F811  (in-process here)
+        assert args[0] == "validate"
+        return validate(*args[1:], capsys=capsys)
+
     r = bench("validate", a)
     assert r.returncode == 0 and "ok (schema and re-derived values)" in r.stdout, r.stderr
     assert rederive(a, validate_results(a)) == []  # test set and predictions are here: nothing left unchecked
