@@ -109,9 +109,15 @@ def cmd_run(a) -> int:
     print(f"\ncaptioned {r.samples} records in {r.shards} shard(s) ({r.shards_done} written, "
           f"{r.shards_skipped} already complete) in {r.seconds:.1f} s, {rate:.1f} records/s")
     print(f"backend   {c['backend']}  image {c['image']}  fingerprint {c['fingerprint'][:12]}")
+    from pirs.degrade.preview import clip_lines
+
+    template = {"caption_low": "written from each record's applied degradations (no model)",
+                "caption_high": "copied from caption_source where a record has one, else left empty"}
     for name, ins in c["instructions"].items():
         prov = c["provenance"][ins["field"]]
-        print(f"  {name:<8} -> {ins['field']:<13} {prov.get('model') or prov['backend']}: {ins['text'][:60]}")
+        what = template.get(ins["field"], "") if c["backend"] == "template" else ""
+        what = what or clip_lines(ins["text"], 70, 1)[0]  # the instruction, cut at a word with "..."
+        print(f"  {name:<8} -> {ins['field']:<13} {prov.get('model') or prov['backend']}: {what}")
     print(f"written   {r.captions} caption(s) in this run")
     print(f"output    {r.out}/  (shard-*.tar, manifest.json, README.md, caption_failures.jsonl)")
     print("load      " + load_hint(r.out, "['train'][0]['json']"))

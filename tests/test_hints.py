@@ -67,3 +67,16 @@ def test_bench_evaluate_takes_metrics_and_out_from_the_test_set(tmp_path, monkey
     assert run(bench, ["baseline", "identity", "--reference", "plain/ts", "--out", "plain/p"])[0] == 0
     code, _, err = run(bench, ["evaluate", "plain/p", "--reference", "plain/ts"])
     assert code == 2 and "not a standard test set" in err and "--metrics" in err
+
+
+def test_caption_run_says_what_the_template_backend_writes(tmp_path, photos_dir, monkeypatch) -> None:
+    from pirs.captioning.cli import main as caption
+
+    monkeypatch.chdir(tmp_path)
+    assert run(degrade, ["build", "--pipeline", "mixed", "--input", str(photos_dir), "--out", "shards",
+                         "--num-samples", "2", "--crop-size", "32", "--quiet"])[0] == 0
+    code, out, err = run(caption, ["run", "shards", "--out", "captioned", "--backend", "template", "--quiet"])
+    assert code == 0, err
+    lines = [x for x in out.splitlines() if "->" in x]
+    assert len(lines) == 2 and "Please" not in out  # not the LLaVA instructions the template never sends
+    assert "applied degradations" in lines[0] and "caption_source" in lines[1]
