@@ -5,12 +5,15 @@ pyiqa and torchvision load their checkpoints with ``torch.load`` (pyiqa with
 metric is built), and pyiqa's CLIP loader calls ``torch.jit.load`` on OpenAI's TorchScript
 archives. While metrics are built, :class:`SafeLoads` stands in for both:
 
-* every weight file of the requested metrics is read first by :func:`read_weights`:
-  ``.safetensors`` through safetensors, a TorchScript archive through :func:`torchscript_state`
+* every pickle-based weight file of the requested metrics (``.pth``, ``.pt``, ``.ckpt``, ``.bin``)
+  is read first by :func:`read_weights`: a TorchScript archive through :func:`torchscript_state`
   (its ``data.pkl`` unpickled by a reader that knows tensors, storages, ordered dicts and the
   archive's module records and nothing else, so no code is loaded), anything else through
   ``torch.load(weights_only=True)``; a file that needs arbitrary unpickling is refused with a
-  one-line reason (:class:`UnsafeWeights`) before any model is built;
+  one-line reason (:class:`UnsafeWeights`) before any model is built. ``.safetensors`` (read
+  by safetensors wherever ``torch.load`` would be asked), ``.mat`` (scipy) and ``.json`` files
+  hold plain data their readers cannot turn into code; they are hashed and recorded like the
+  rest;
 * a file whose published name carries a hash (``alexnet-owt-7be5be79.pth``: torch.hub's
   convention, the first hex digits of the file's SHA-256) is checked against it
   (:func:`name_hash`);

@@ -622,8 +622,9 @@ class Scorers(list):
 #: pyiqa metrics whose timm backbone is overwritten by the metric's own checkpoint (strict load): built without
 #: ImageNet weights, so that timm does not try to download them
 _TIMM_OVERWRITTEN = {"maniqa": ("vit_base_patch8_224",), "topiq": ("resnet50",)}
-#: file types pirs reads itself before any model is built (the others, .mat and .json, are plain data)
-_TENSOR_FILES = (".pth", ".pt", ".ckpt", ".bin", ".safetensors")
+#: pickle-based file types pirs reads itself before any model is built (safetensors, .mat and .json hold plain
+#: data that their readers cannot turn into code; they are hashed and recorded like the rest)
+_TENSOR_FILES = (".pth", ".pt", ".ckpt", ".bin")
 
 
 def _timm_fix(spec: MetricSpec):
