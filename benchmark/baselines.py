@@ -56,6 +56,29 @@ def restore(method: str, lq: np.ndarray, hq_size: tuple[int, int]) -> np.ndarray
     return np.asarray(Image.fromarray(lq).resize((w, h), resample=resample))
 
 
+def predictions_folder(out: str | os.PathLike, overwrite: bool, clear: bool = True) -> Path:
+    """``--out`` ready for predictions: a folder, refused when it holds predictions unless ``overwrite``
+    (then they are removed, unless ``clear`` is False and the caller removes them once its model loaded)."""
+    dest = Path(out)
+    if dest.exists() and not dest.is_dir():
+        raise FileExistsError(f"--out {dest}: exists and is not a folder")
+    old = old_predictions(dest)
+    if old and not overwrite:
+        raise FileExistsError(f"--out {dest}: already holds {len(old)} prediction files; "
+                              "use --overwrite to replace them, or choose an empty folder")
+    if clear:
+        for f in old:
+            f.unlink()
+        dest.mkdir(parents=True, exist_ok=True)
+    return dest
+
+
+def old_predictions(dest: Path) -> list[Path]:
+    """The prediction images and run.json already in ``dest``."""
+    return [f for f in dest.iterdir() if f.is_file() and (is_image_name(f.name) or f.name == RUN_FILE)] \
+        if dest.is_dir() else []
+
+
 def write_baseline(method: str, reference: str | os.PathLike | Reference, out: str | os.PathLike,
                    overwrite: bool = False, progress: bool = True) -> Path:
     """Write ``KEY.png`` for every reference record and a ``run.json`` into ``out``; return ``out``."""
@@ -67,17 +90,7 @@ def write_baseline(method: str, reference: str | os.PathLike | Reference, out: s
     if not ref.has_lq:
         raise ReferenceError(f"--reference {ref.path}: a baseline restores the LQ images, which only a pirs "
                              "shard folder carries (this is a folder of images)")
-    dest = Path(out)
-    if dest.exists() and not dest.is_dir():
-        raise FileExistsError(f"--out {dest}: exists and is not a folder")
-    old = [f for f in dest.iterdir() if f.is_file() and (is_image_name(f.name) or f.name == RUN_FILE)] \
-        if dest.is_dir() else []
-    if old and not overwrite:
-        raise FileExistsError(f"--out {dest}: already holds {len(old)} prediction files; "
-                              "use --overwrite to replace them, or choose an empty folder")
-    for f in old:
-        f.unlink()
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = predictions_folder(out, overwrite)
     from tqdm import tqdm
 
     for item, lq in tqdm(ref.iter_lq(), total=len(ref.items), desc=f"bench baseline {method}", unit="img",

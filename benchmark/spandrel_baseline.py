@@ -66,7 +66,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import is_image_name
+from .baselines import old_predictions, predictions_folder
 from .pairing import RUN_FILE, Reference, ReferenceError, load_reference
 
 PICKLE_EXTS = (".pth", ".pt", ".ckpt", ".bin")
@@ -434,14 +434,8 @@ def write_spandrel_baseline(checkpoint: str | os.PathLike, reference: str | os.P
     if not ref.has_lq:
         raise ReferenceError(f"--reference {ref.path}: a baseline restores the LQ images, which only a pirs "
                              "shard folder carries (this is a folder of images)")
-    dest = Path(out)
-    if dest.exists() and not dest.is_dir():
-        raise FileExistsError(f"--out {dest}: exists and is not a folder")
-    old = [f for f in dest.iterdir() if f.is_file() and (is_image_name(f.name) or f.name == RUN_FILE)] \
-        if dest.is_dir() else []
-    if old and not overwrite:
-        raise FileExistsError(f"--out {dest}: already holds {len(old)} prediction files; "
-                              "use --overwrite to replace them, or choose an empty folder")
+    dest = predictions_folder(out, overwrite, clear=False)  # cleared once the model has loaded
+    old = old_predictions(dest)
     lm = load_model(checkpoint, dev, dtype)
     desc = lm.descriptor
     method, name_source = (name, "--name") if name else method_for(lm.arch_id, desc.architecture.name, checkpoint)

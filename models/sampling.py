@@ -129,6 +129,16 @@ def denoise(sched, z: torch.Tensor, model_output: Callable[[torch.Tensor, torch.
     return z
 
 
+def decode_sd(vae, z: torch.Tensor, factor: int, protocol: InferenceProtocol, tile_batch: int = 1) -> torch.Tensor:
+    """Images in [-1, 1] of SD latents ``z``, decoded in the protocol's VAE tiles."""
+    from .tiling import tiled_decode
+
+    sf = vae.config.scaling_factor
+    out = tiled_decode(lambda zt, _box: vae.decode(zt / sf).sample, z, factor, protocol.vae_decoder_tile,
+                       protocol.vae_tile_overlap, tile_batch)
+    return out.clamp(-1, 1)
+
+
 def cfg(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance ``uncond + scale * (cond - uncond)``."""
     return uncond + scale * (cond - uncond)

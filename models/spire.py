@@ -52,8 +52,7 @@ from .components import (
     vae_latents,
 )
 from .method import Method, register
-from .sampling import InferenceProtocol, cfg, crops, denoise, make_sampler, per_tile, with_added_prompt
-from .tiling import tiled_decode
+from .sampling import InferenceProtocol, cfg, crops, decode_sd, denoise, make_sampler, per_tile, with_added_prompt
 from .unet_fusion import check_plain, run_down, run_mid, timestep_embedding, unet_with_fusion
 
 BLIND_PROMPT = "Remove all degradation"
@@ -244,7 +243,4 @@ class Spire(Method):
             return cfg(eps, self.eps(z_t, t, lq_t, per_tile(null, n), per_tile(null, n)), g)
 
         z = denoise(sched, z, model_output, p, generator, tile_batch=tile_batch)
-        sf = self.vae.config.scaling_factor
-        out = tiled_decode(lambda zt, _box: self.vae.decode(zt / sf).sample, z, f, p.vae_decoder_tile,
-                           p.vae_tile_overlap, tile_batch)
-        return out.clamp(-1, 1)
+        return decode_sd(self.vae, z, f, p, tile_batch)

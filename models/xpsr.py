@@ -56,8 +56,8 @@ from .components import (
     sd_parts,
 )
 from .method import ConfigError, Method, load_config, register
-from .sampling import InferenceProtocol, cfg, crops, denoise, make_sampler, per_tile, with_added_prompt
-from .tiling import tiled_decode, tiled_encode
+from .sampling import InferenceProtocol, cfg, crops, decode_sd, denoise, make_sampler, per_tile, with_added_prompt
+from .tiling import tiled_encode
 from .xpsr_net import (
     TRAINABLE_UNET_MODULES,
     ControlOutput,
@@ -256,10 +256,7 @@ class Xpsr(Method):
             return cfg(eps, self.eps(z_t, t, lq_t, per_tile(neg_h, n), per_tile(neg_l, n)), g)
 
         z = denoise(sched, z, model_output, p, generator, tile_batch=tile_batch)
-        sf = self.vae.config.scaling_factor
-        out = tiled_decode(lambda zt, _box: self.vae.decode(zt / sf).sample, z, f, p.vae_decoder_tile,
-                           p.vae_tile_overlap, tile_batch)
-        return out.clamp(-1, 1)
+        return decode_sd(self.vae, z, f, p, tile_batch)
 
     # ------------------------------------------------------------------------------------------ official weights
 

@@ -14,6 +14,7 @@ from pirs.degrade.build import BuildConfig, build
 from pirs.models.components import WeightsMissing, save_sd, tiny_sd
 from pirs.models.data import ShardPairs
 from pirs.models.predict import PredictConfig, load_trained, predict
+from pirs.models.sizes import SD15_UNET, SD15_VAE
 from pirs.models.spire import ModulationFusion, Spire
 from pirs.models.train import TrainConfig, build_method, data_options, step_generator, train
 from pirs.models.unet_fusion import unet_with_fusion
@@ -310,13 +311,6 @@ def test_guidance_is_the_null_condition_plus_g_times_the_difference() -> None:
     assert torch.equal(guided, want)
 
 
-SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
-                 layers_per_block=2, down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3, cross_attention_dim=768,
-                 attention_head_dim=8, norm_num_groups=32)  # stable-diffusion-v1-5 unet/config.json
-SD15_VAE = dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512),
-                layers_per_block=2, latent_channels=4, norm_num_groups=32, sample_size=512)  # vae/config.json
 
 
 def test_real_size_parameter_counts_against_the_paper() -> None:
