@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--endpoint", help="openai: a running server's base URL (default: start caption serve)")
     p.add_argument("--served-model", default="tiny", help="openai: the model's name on --endpoint")
     p.add_argument("--concurrency", default="1,2,4,8", help="openai: comma-separated concurrencies")
+    p.add_argument("--server-threads", type=int, default=1,
+                   help="openai: torch threads of the caption serve started here (default 1: it shares the CPU "
+                        "with this client; more threads spin against each other)")
     p.add_argument("--images", type=int, default=48, help="images per timed pass (default 48)")
     p.add_argument("--batch-sizes", default="1,4,16", help="comma-separated batch sizes (default 1,4,16)")
     p.add_argument("--max-new-tokens", type=int, default=64)
@@ -231,7 +234,7 @@ def main_openai(args: argparse.Namespace) -> int:
                "--served-model-name", args.served_model, "--device", args.device, "--dtype", args.dtype,
                "--max-batch", "16"]
         server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                  env=dict(os.environ, HF_HUB_OFFLINE="1"))
+                                  env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS=str(args.server_threads)))
         seen = []
         for line in server.stderr:  # progress bars and warnings first, then "caption serve: ... at URL"
             seen.append(line)

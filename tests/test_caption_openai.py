@@ -37,6 +37,18 @@ TOKENS = 6
 KEY = "sk-pirs-test-0123456789-never-written"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The server's model thread and this process's other work share the cores: one torch thread each, or
+    torch's threads spin against each other (one request took 0.5 s instead of 60 ms on a loaded machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory, photos_dir) -> Path:
     """Eight records in four shards."""
@@ -153,6 +165,7 @@ def test_a_record_failing_after_the_last_retry_is_listed_then_retried(shards, qw
 def _serve_process(model: Path, env: dict) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "pirs.captioning.cli", "serve", "--model", str(model), "--port", "0",
            "--served-model-name", "tiny", "--device", "cpu"]
+    env = dict(env, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
     seen = []
     for line in proc.stderr:  # progress bars and warnings first, then "caption serve: ... at URL"
