@@ -18,6 +18,7 @@ arithmetic on those counts, not a measurement (no GPU here):
 from __future__ import annotations
 
 import math
+from functools import cache
 from typing import Any
 
 import torch
@@ -64,7 +65,18 @@ def build_real_size(name: str, config: Any | None = None):
 
 def real_size_counts(name: str, config: Any | None = None) -> dict[str, float]:
     """Trainable, frozen and total parameters (millions) at the paper's size, and the denoiser's."""
-    m = build_real_size(name, config)
+    if config is None:
+        return dict(_shipped_counts(name))
+    return _counts(build_real_size(name, config), name)
+
+
+@cache
+def _shipped_counts(name: str) -> tuple:
+    """The counts of the shipped real config, built once per process (a plan asks for them per table)."""
+    return tuple(_counts(build_real_size(name), name).items())
+
+
+def _counts(m, name: str) -> dict[str, float]:
     c = m.parameter_counts()
     prefix = "transformer." if name == "dpir" else "unet."
     c["backbone_and_trainable"] = sum(p.numel() for n, p in m.named_parameters()

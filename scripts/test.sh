@@ -7,4 +7,6 @@ PIRS_EXTRAS="[test]" source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
-.venv/bin/python -m pytest -q "$@"
+# Two workers (one per core), each test file on one worker so module fixtures are built once; every math
+# library runs one thread per worker (tests/conftest.py).
+.venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"

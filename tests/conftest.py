@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import cv2
-import numpy as np
-import pytest
+# One thread per math library in every test process (and in the subprocesses they start): the suite runs on
+# 2 cores in 2 pytest-xdist workers, and the models under test are tiny, so more threads only spin.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 def synthetic_photo(h: int, w: int, seed: int) -> np.ndarray:

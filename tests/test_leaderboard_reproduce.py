@@ -145,7 +145,7 @@ def test_spire_table_1_end_to_end(tmp_path, weights, photos) -> None:
         write_png(coco / f"{i:012d}.png", synthetic_photo(520, 530, i))
     rc = main(["reproduce", "spire:table-1:mscoco-val3000-parameterized", "--method", "spire", "--checkpoint",
                str(ckpt), "--source", str(coco), "--work", str(tmp_path / "w"), "--limit", "2", "--metrics",
-               "psnr,ssim,lpips", "--weights-dir", str(weights), "--steps", "1", "--tile-size", "128", "--quiet"])
+               "psnr,ssim,lpips", "--weights-dir", str(weights), "--steps", "1", "--tile-size", "32", "--quiet"])
     assert rc == 0
     view = json.loads((tmp_path / "w" / "reproduction.json").read_text())
     metrics = {(r["metric"], r["method"], r["prompts"]) for r in view["rows"]}

@@ -182,15 +182,15 @@ def runs(tmp_path_factory, odd_set) -> dict[str, Path]:
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_predicts_odd_sizes_at_input_size_times_scale(tmp_path, odd_set, runs, method) -> None:
     run = predict(PredictConfig(checkpoint=str(runs[method]), input=str(odd_set), out=str(tmp_path / "p"),
-                                steps=2, tile_size=8, tile_overlap=4, vae_decoder_tile=8, vae_encoder_tile=8,
+                                steps=2, tile_size=12, tile_overlap=4, vae_decoder_tile=12, vae_encoder_tile=12,
                                 vae_tile_overlap=4, progress=False))
     sizes = {p.stem: Image.open(p).size for p in (tmp_path / "p").glob("*.png")}
     assert sorted(sizes.values()) == [(26, 46), (54, 38)]
-    assert run["resized"] == 0 and run["tile_size"] == 8 and run["tile_overlap"] == 4
+    assert run["resized"] == 0 and run["tile_size"] == 12 and run["tile_overlap"] == 4
     saved = json.loads((tmp_path / "p" / "run.json").read_text())
     for key in ("steps", "sampler", "guidance_scale", "tile_size", "tile_overlap", "color_fix", "prompts"):
         assert key in saved
-    assert saved["protocol"]["vae_decoder_tile"] == 8 and saved["steps"] == 2
+    assert saved["protocol"]["vae_decoder_tile"] == 12 and saved["steps"] == 2
 
 
 @pytest.mark.parametrize("method", METHODS)
