@@ -80,3 +80,13 @@ def test_caption_run_says_what_the_template_backend_writes(tmp_path, photos_dir,
     lines = [x for x in out.splitlines() if "->" in x]
     assert len(lines) == 2 and "Please" not in out  # not the LLaVA instructions the template never sends
     assert "applied degradations" in lines[0] and "caption_source" in lines[1]
+
+
+def test_restore_prints_no_third_party_import_warning() -> None:
+    """diffusers imports bitsandbytes (pyiqa's dependency), whose CPU backend logged a warning on every command."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "pirs.models.cli", "methods", "--counts"], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and "gemm_4bit" not in r.stderr and "WARNING" not in r.stderr, r.stderr[-500:]
