@@ -186,19 +186,23 @@ def _evaluate_defaults(a, storage_options: dict | None) -> tuple[str, str]:
     from pathlib import Path
 
     from pirs.degrade.fs import set_storage_options
+    from pirs.degrade.shards import ShardError, read_manifest
     from pirs.degrade.testsets import TestsetError, load_testset
 
-    from .pairing import load_reference
-
     set_storage_options(storage_options)
-    ref = load_reference(a.reference)
+    try:  # the manifest alone: evaluate reads the whole reference afterwards
+        manifest = read_manifest(a.reference) if Path(a.reference).suffix != ".tar" else None
+    except ShardError as e:
+        raise ValueError(str(e)) from None
+    entry = manifest.get("test_set") if isinstance(manifest, dict) else None
+    test_set = entry.get("id") if isinstance(entry, dict) and isinstance(entry.get("id"), str) else None
     metrics = a.metrics
     if metrics is None:
-        if not ref.manifest_test_set_id:
+        if not test_set:
             raise ValueError(f"--reference {a.reference} is not a standard test set (its manifest names none), so "
                              "its metrics are not known: give --metrics (see `bench metrics`)")
         try:
-            metrics = ",".join(m["name"] for m in load_testset(ref.manifest_test_set_id).metrics)
+            metrics = ",".join(m["name"] for m in load_testset(test_set).metrics)
         except TestsetError as e:
             raise ValueError(f"--reference {a.reference}: {e}; give --metrics") from None
     out = a.out
@@ -206,14 +210,16 @@ def _evaluate_defaults(a, storage_options: dict | None) -> tuple[str, str]:
         method = a.method
         run = Path(a.predictions) / "run.json"
         if method is None and run.is_file():
-            import json
+            from pirs.degrade.limits import load_json
 
-            try:
-                method = json.loads(run.read_text()).get("method")
-            except ValueError:
-                method = None
+            try:  # a stranger's run.json: bounded, and only a string is a name
+                data = load_json(run.read_bytes(), str(run))
+            except (ValueError, OSError):
+                data = None
+            method = data.get("method") if isinstance(data, dict) and isinstance(data.get("method"), str) else None
         method = method or Path(a.predictions.rstrip("/")).name or "predictions"
-        out = f"results/{ref.name}/{method}.json"
+        name = test_set or (Path(a.reference.rstrip("/")).name or "testset")
+        out = f"results/{name}/{method}.json"
     return metrics, out
 
 
