@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,7 +176,7 @@ def _trained_protocol(cfg: ReproduceConfig) -> tuple[Any, dict, str]:
 
     folder = ckpt.latest(cfg.checkpoint) if cfg.checkpoint else None
     if folder is not None:
-        meta = json.loads((folder / "trainer.json").read_text())
+        meta = ckpt.read_meta(folder)
         if meta["method"] != cfg.method:
             raise ReproduceError(f"--checkpoint {folder} is a {meta['method']} checkpoint, not {cfg.method}")
         config = load_config(cfg.method, meta["config_name"], meta.get("overrides"))
@@ -289,11 +288,18 @@ def _built_manifest(folder: Path) -> dict | None:
     p = folder / "manifest.json"
     if not p.is_file():
         return None
-    try:
-        m = json.loads(p.read_text())
-    except ValueError as e:
-        raise ReproduceError(f"{p}: not JSON ({e})") from None
+    m = _read(p)
     return m if isinstance(m, dict) else None
+
+
+def _read(path: Path):
+    """A JSON file under --work (possibly left by someone else): bounded, one-line errors."""
+    from pirs.degrade.limits import load_json
+
+    try:
+        return load_json(path.read_bytes(), str(path))
+    except (OSError, ValueError) as e:
+        raise ReproduceError(f"{path}: {e}") from None
 
 
 def format_plan(p: dict) -> str:
@@ -405,13 +411,13 @@ def _stage_predict(cfg: ReproduceConfig, kind: str, name: str, testset: Path, ou
                                      **cfg.protocol))
     if run_file.is_file():
         log(f"predict     reuse {out}")
-        return json.loads(run_file.read_text())
+        return _read(run_file)
     if kind == "baseline":
         from pirs.benchmark.baselines import write_baseline
 
         log(f"predict     bench baseline {cfg.method} into {out}")
         write_baseline(cfg.method, str(testset), str(out), overwrite=True, progress=cfg.progress)
-        return json.loads(run_file.read_text())
+        return _read(run_file)
     from pirs.benchmark.spandrel_baseline import write_spandrel_baseline
 
     if not cfg.checkpoint:
@@ -428,8 +434,9 @@ def _stage_score(cfg: ReproduceConfig, setting: TableSetting, name: str, testset
 
     metrics = [m for m, _ in table_metrics(setting, cfg.metrics)]
     if out.is_file():
-        old = json.loads(out.read_text())
-        if sorted(old.get("metrics", {})) == sorted(metrics) and \
+        old = _read(out)
+        if isinstance(old, dict) and isinstance(old.get("metrics"), dict) and \
+                isinstance(old.get("predictions"), dict) and sorted(old["metrics"]) == sorted(metrics) and \
                 old.get("predictions", {}).get("fingerprint") == pair(str(preds), str(testset)).fingerprint:
             log(f"score       reuse {out}")
             return old

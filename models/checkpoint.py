@@ -34,6 +34,26 @@ def latest(path: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
+def read_json(path: Path) -> object:
+    """A JSON file of a run folder (possibly a stranger's): bounded in size and depth, one-line errors."""
+    from pirs.degrade.limits import load_json
+
+    try:
+        return load_json(path.read_bytes(), str(path))
+    except OSError as e:
+        raise ValueError(f"{path}: not readable ({e.strerror or e})") from None
+
+
+def read_meta(folder: Path) -> dict:
+    """A checkpoint's ``trainer.json``, checked to be one (method, config name, step)."""
+    meta = read_json(folder / "trainer.json")
+    if not isinstance(meta, dict) or not isinstance(meta.get("method"), str) or \
+            not isinstance(meta.get("config_name"), str) or not isinstance(meta.get("step"), int):
+        raise ValueError(f"{folder / 'trainer.json'}: not a pirs checkpoint's trainer.json (method, config_name "
+                         "and step expected)")
+    return meta
+
+
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """An optimizer's state as named tensors plus a JSON-able rest."""
     sd = opt.state_dict()
@@ -50,7 +70,9 @@ def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
 def load_optimizer(opt: torch.optim.Optimizer, folder: Path) -> None:
     """Restore an optimizer saved by :func:`save`."""
     tensors = load_file(folder / "optimizer.safetensors")
-    meta = json.loads((folder / "optimizer.json").read_text())
+    meta = read_json(folder / "optimizer.json")
+    if not isinstance(meta, dict) or not isinstance(meta.get("scalars"), dict):
+        raise ValueError(f"{folder / 'optimizer.json'}: not a pirs optimizer state")
     state: dict[int, dict] = {}
     for name, t in tensors.items():
         idx, k = name.split(".", 1)

@@ -94,7 +94,7 @@ def load_trained(path: str, method: str | None = None, base: str | None = None, 
             return load_official(path, base, method)
         raise FileNotFoundError(f"{path}: no checkpoint (a folder with trainer.json, or a run folder with "
                                 f"{ckpt.PREFIX}*/ inside); train one with `restore train`")
-    meta = json.loads((folder / "trainer.json").read_text())
+    meta = ckpt.read_meta(folder)
     if method and method != meta["method"]:
         raise ValueError(f"{folder} is a {meta['method']} checkpoint, not {method}")
     cls = get_method(meta["method"])
@@ -230,9 +230,10 @@ def _predict_into(pc: PredictConfig, model, folder: Path, meta: dict, protocol: 
     existing = sorted(p.name for p in out.glob("*.png"))
     if progress.is_file() and not pc.overwrite:
         try:
-            before = json.loads(progress.read_text()).get("settings_sha256")
-        except (ValueError, AttributeError):
-            before = None
+            marker = ckpt.read_json(progress)
+        except ValueError:
+            marker = None
+        before = marker.get("settings_sha256") if isinstance(marker, dict) else None
         if before != digest:
             raise ValueError(f"--out {out} holds predictions made with other settings ({PROGRESS_FILE}); "
                              "use a new --out or --overwrite")
@@ -289,8 +290,8 @@ def _predict_into(pc: PredictConfig, model, folder: Path, meta: dict, protocol: 
 def _complete_run(out: Path, digest: str, n: int, data: ShardPairs) -> dict | None:
     """The run.json of a finished run with the same settings and every image present, else None."""
     try:
-        run = json.loads((out / "run.json").read_text())
-    except (OSError, ValueError):
+        run = ckpt.read_json(out / "run.json")
+    except ValueError:
         return None
     if not isinstance(run, dict) or run.get("settings_sha256") != digest or run.get("count") != n:
         return None

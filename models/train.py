@@ -117,7 +117,7 @@ def _train(tc: TrainConfig, out: Path) -> dict:
     ema: dict[str, torch.Tensor] | None = None
     resume = ckpt.latest(out)
     if resume is not None:
-        meta = json.loads((resume / "trainer.json").read_text())
+        meta = ckpt.read_meta(resume)
         if meta["method"] != tc.method or meta["config"] != dataclasses.asdict(core.config):
             raise ValueError(f"{out} holds a run of another method or config ({meta['method']}, config "
                              f"{meta.get('config_name')}); use a new --out to train this one")

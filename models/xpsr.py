@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -321,7 +320,12 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         raise WeightsMissing(f"{path}: missing; an official XPSR checkpoint folder holds unet/ and controlnet/, "
                              "each with config.json and diffusion_pytorch_model.safetensors (or .bin)")
-    return json.loads(path.read_text())
+    from .checkpoint import read_json
+
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a diffusers config (a JSON object expected)")
+    return data
 
 
 def read_official_weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -302,3 +302,23 @@ def test_predict_and_train_hold_their_output(tmp_path, odd_set, runs) -> None:
     with output_lock(run, "another restore train"):
         with pytest.raises(LockHeld, match="another restore train"):
             train(TrainConfig(method="spire", data=str(odd_set), out=str(run), max_steps=1, progress=False))
+
+
+def test_strangers_run_files_give_one_line_errors(tmp_path, odd_set, runs, capsys) -> None:
+    """A trainer.json that is not one, or a progress marker nested 100k deep: one line, exit 2, no traceback."""
+    import shutil
+
+    from pirs.models.cli import main
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(next(runs["spire"].glob("checkpoint-*")), ckpt)
+    (ckpt / "trainer.json").write_text("[1, 2]")
+    assert main(["predict", "--checkpoint", str(ckpt), "--input", str(odd_set), "--out", str(tmp_path / "p")]) == 2
+    assert "not a pirs checkpoint's trainer.json" in capsys.readouterr().err
+    out = tmp_path / "q"
+    out.mkdir()
+    (out / ".predict.json").write_text("[" * 100_000)
+    assert main(["predict", "--checkpoint", str(runs["spire"]), "--input", str(odd_set), "--out", str(out),
+                 "--steps", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings" in err and "Traceback" not in err
